@@ -1,0 +1,219 @@
+"""The dataset artifact (format version 1): one writer, one loader.
+
+A folder holding
+- images.npy: uint8 [N, S, S] aligned grayscale faces (memory-mappable),
+- labels.npz: one int8 [N] array per task, -1 where the sample has no label,
+- split.npy: uint8 [N], 0 train / 1 validation / 2 test,
+- manifest.json: format, sizes, tasks, counts, alignment statistics, rejects and array hashes.
+It is written under a temporary name and renamed into place, so a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fer_model.errors import ArtifactError
+from fer_model.records import SPLIT_CODES, SPLITS
+from fer_model.tasks import MISSING, TASK_NAMES, TASKS
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "fer-mtl-dataset"
+FORMAT_VERSION = 1
+IMAGES_FILE = "images.npy"
+LABELS_FILE = "labels.npz"
+SPLIT_FILE = "split.npy"
+MANIFEST_FILE = "manifest.json"
+_ARRAY_FILES = (IMAGES_FILE, LABELS_FILE, SPLIT_FILE)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A loaded dataset artifact.
+
+    Attributes:
+        images: uint8 [N, S, S] (memory-mapped when loaded with `mmap=True`).
+        labels: task name -> int8 [N], `MISSING` (-1) where unlabelled.
+        split: uint8 [N] split codes (see `fer_model.records.SPLIT_CODES`).
+        manifest: The parsed manifest.json.
+        path: Where it was loaded from (None for an in-memory dataset).
+    """
+
+    images: np.ndarray
+    labels: Mapping[str, np.ndarray]
+    split: np.ndarray
+    manifest: Mapping[str, Any]
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def indices(self, split: str) -> np.ndarray:
+        """Indices of the samples in `split` ("train", "validation" or "test")."""
+        if split not in SPLIT_CODES:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        return np.flatnonzero(self.split == SPLIT_CODES[split])
+
+    def subset(self, split: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(images, labels) of one split, loaded into memory."""
+        idx = self.indices(split)
+        return np.asarray(self.images[idx]), {t: np.asarray(a[idx]) for t, a in self.labels.items()}
+
+    @property
+    def manifest_sha256(self) -> str:
+        """sha256 of manifest.json as written (identifies this exact dataset)."""
+        return str(self.manifest.get("_sha256", ""))
+
+
+def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_size):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _counts(labels: Mapping[str, np.ndarray], split: np.ndarray) -> dict[str, Any]:
+    counts: dict[str, Any] = {}
+    for split_name, code in SPLIT_CODES.items():
+        in_split = split == code
+        per_task: dict[str, Any] = {}
+        for task in TASKS:
+            values = labels[task.name][in_split]
+            per_task[task.name] = {
+                "labelled": int((values != MISSING).sum()),
+                "unlabelled": int((values == MISSING).sum()),
+                "per_class": {c: int((values == i).sum()) for i, c in enumerate(task.classes)},
+            }
+        counts[split_name] = {"total": int(in_split.sum()), "tasks": per_task}
+    return counts
+
+
+def write_dataset(
+    out_dir: str | os.PathLike[str],
+    *,
+    images: np.ndarray,
+    labels: Mapping[str, np.ndarray],
+    split: np.ndarray,
+    sources: list[dict[str, Any]] | None = None,
+    alignment: Mapping[str, Any] | None = None,
+    rejects: list[dict[str, str]] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a dataset artifact atomically and return its path.
+
+    Args:
+        out_dir: Folder to create (replaced if it exists).
+        images: uint8 [N, S, S].
+        labels: One int-like [N] array per task in `TASK_NAMES`; values in [-1, num_classes).
+        split: [N] split codes.
+        sources: Descriptions of the inputs (kind, path, counts) for the manifest.
+        alignment: Alignment settings and statistics for the manifest.
+        rejects: Every rejected input with its reason.
+        extra: Further manifest fields.
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1] != images.shape[2]:
+        raise ArtifactError(f"images must be uint8 [N, S, S], got {images.dtype} {images.shape}")
+    n = images.shape[0]
+    split = np.asarray(split, dtype=np.uint8)
+    if split.shape != (n,) or (split >= len(SPLITS)).any():
+        raise ArtifactError(f"split must be [N={n}] codes in 0..{len(SPLITS) - 1}, got shape {split.shape}")
+    checked: dict[str, np.ndarray] = {}
+    for task in TASKS:
+        if task.name not in labels:
+            raise ArtifactError(f"labels lack task {task.name!r}; pass -1 arrays for unlabelled tasks")
+        values = np.asarray(labels[task.name])
+        if values.shape != (n,):
+            raise ArtifactError(f"labels[{task.name!r}] must have shape ({n},), got {values.shape}")
+        if ((values < MISSING) | (values >= task.num_classes)).any():
+            raise ArtifactError(f"labels[{task.name!r}] has values outside -1..{task.num_classes - 1}")
+        checked[task.name] = values.astype(np.int8)
+
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        np.save(tmp / IMAGES_FILE, images)
+        np.savez(tmp / LABELS_FILE, **checked)
+        np.save(tmp / SPLIT_FILE, split)
+        manifest: dict[str, Any] = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "image_size": int(images.shape[1]),
+            "num_samples": int(n),
+            "tasks": {t.name: list(t.classes) for t in TASKS},
+            "splits": list(SPLITS),
+            "sources": sources or [],
+            "counts": _counts(checked, split),
+            "alignment": dict(alignment or {}),
+            "rejects": rejects or [],
+            "num_rejects": len(rejects or []),
+            "sha256": {name: sha256_file(tmp / name) for name in _ARRAY_FILES},
+            **dict(extra or {}),
+        }
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("wrote dataset artifact %s (%d samples, %d rejects)", out, n, len(rejects or []))
+    return out
+
+
+def load_dataset(path: str | os.PathLike[str], *, mmap: bool = True, verify: bool = True) -> Dataset:
+    """Load a dataset artifact, checking its format version and (by default) its array hashes.
+
+    Raises:
+        ArtifactError: naming the folder and what is wrong (missing file, other version, bad hash).
+    """
+    root = Path(path)
+    manifest_path = root / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise ArtifactError(f"{root} is not a dataset artifact: {MANIFEST_FILE} is missing (run `fer-mtl prepare`)")
+    try:
+        raw = manifest_path.read_bytes()
+        manifest = json.loads(raw)
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"{manifest_path} cannot be parsed: {e}") from e
+    if manifest.get("format") != FORMAT_NAME:
+        raise ArtifactError(f"{root} is not a {FORMAT_NAME} artifact (format={manifest.get('format')!r})")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{root} has dataset format version {manifest.get('format_version')}, this fer-mtl reads "
+            f"version {FORMAT_VERSION}; re-run `fer-mtl prepare`"
+        )
+    for name in _ARRAY_FILES:
+        file = root / name
+        if not file.is_file():
+            raise ArtifactError(f"{root} is incomplete: {name} is missing")
+        if verify:
+            expected = manifest.get("sha256", {}).get(name)
+            actual = sha256_file(file)
+            if expected != actual:
+                raise ArtifactError(
+                    f"{file} fails its hash check (manifest says {expected}, file is {actual}): "
+                    "the artifact was modified or truncated; re-run `fer-mtl prepare`"
+                )
+    try:
+        images = np.load(root / IMAGES_FILE, mmap_mode="r" if mmap else None)
+        with np.load(root / LABELS_FILE) as npz:
+            labels = {t: npz[t] for t in TASK_NAMES}
+        split = np.load(root / SPLIT_FILE)
+    except (OSError, ValueError, KeyError) as e:
+        raise ArtifactError(f"{root} has an unreadable array file: {e}") from e
+    manifest["_sha256"] = hashlib.sha256(raw).hexdigest()
+    return Dataset(images=images, labels=labels, split=split, manifest=manifest, path=root)
