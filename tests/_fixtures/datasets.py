@@ -1,0 +1,1 @@
+"""Dataset fixtures (synthetic sample data prepared into a dataset artifact)."""

@@ -1,0 +1,1 @@
+"""Model fixtures (a tiny model trained on the sample dataset)."""
