@@ -1,0 +1,159 @@
+"""The paper's multi-task CNN (arXiv 2110.15028, official code), as one Keras 3 functional builder.
+
+Written with `keras` layers only (no TensorFlow imports), so it builds and runs under
+KERAS_BACKEND=tensorflow, jax or torch. The model takes raw uint8-valued pixels; rescaling to
+[0, 1] and the optional augmentation live inside it, so serving never re-implements preprocessing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fer_model.errors import ConfigError
+from fer_model.tasks import TASK_NAMES, get_task
+
+if TYPE_CHECKING:  # keras is heavy; import it only where a model is built
+    import keras
+
+logger = logging.getLogger(__name__)
+
+#: Name of the model's single input (and of the SavedModel serving signature's input).
+INPUT_NAME = "image"
+
+# (filters, kernel size) of the three convolution blocks at width 1.0.
+_BLOCKS: tuple[tuple[int, int], ...] = ((64, 5), (128, 3), (256, 3))
+_DENSE_UNITS = 128
+# Augmentation strengths: small, because the faces are already aligned (|rotation| <= 10 deg).
+_ROTATION_FACTOR = 0.03  # fraction of a full turn: about +-11 degrees
+_ZOOM_FACTOR = 0.1
+_TRANSLATION_FACTOR = 0.1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture settings.
+
+    Attributes:
+        width: Multiplier on every layer's filter/unit count (1.0 = the paper; 0.25 keeps tests fast).
+        tasks: Heads to build, a non-empty subset of `TASK_NAMES`; stored in canonical order.
+            `("emotion",)` gives the paper's single-task comparison model.
+        augment: Add random flip/rotation/zoom/translation layers, active only in training.
+        image_size: Side of the square grayscale input (the dataset's image size).
+        dropout: Dropout rates after the three conv blocks and after the dense layer.
+        l2: Optional L2 penalty on conv and dense kernels (None = none, as in the paper).
+    """
+
+    width: float = 1.0
+    tasks: tuple[str, ...] = TASK_NAMES
+    augment: bool = False
+    image_size: int = 50
+    dropout: tuple[float, float, float, float] = (0.6, 0.5, 0.4, 0.4)
+    l2: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.width, bool) or not isinstance(self.width, int | float) or not self.width > 0:
+            raise ConfigError(f"`width` must be > 0, got {self.width!r}")
+        if not math.isfinite(self.width):
+            raise ConfigError(f"`width` must be finite, got {self.width!r}")
+        if isinstance(self.tasks, str):
+            raise ConfigError(f"`tasks` must be a sequence of task names, got the string {self.tasks!r}")
+        tasks = tuple(self.tasks)
+        if not tasks:
+            raise ConfigError(f"`tasks` must name at least one of {TASK_NAMES}, got none")
+        unknown = [t for t in tasks if t not in TASK_NAMES]
+        if unknown:
+            raise ConfigError(f"`tasks` has unknown task(s) {unknown}; expected a subset of {TASK_NAMES}")
+        if len(set(tasks)) != len(tasks):
+            raise ConfigError(f"`tasks` has duplicates: {list(tasks)}")
+        # Canonical order, so head order (and config equality) never depends on how the caller listed them.
+        object.__setattr__(self, "tasks", tuple(t for t in TASK_NAMES if t in tasks))
+        if not isinstance(self.augment, bool):
+            raise ConfigError(f"`augment` must be a bool, got {self.augment!r}")
+        # Three 2x2 max-pools need at least 8 pixels to leave a 1x1 map.
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 8:
+            raise ConfigError(f"`image_size` must be an int >= 8, got {self.image_size!r}")
+        dropout = tuple(self.dropout)
+        if len(dropout) != 4:
+            raise ConfigError(f"`dropout` must have 4 rates (3 conv blocks + dense), got {len(dropout)}")
+        for rate in dropout:
+            if not isinstance(rate, int | float) or not 0.0 <= rate < 1.0:
+                raise ConfigError(f"`dropout` rates must be in [0, 1), got {list(dropout)}")
+        object.__setattr__(self, "dropout", tuple(float(r) for r in dropout))
+        if self.l2 is not None and (not isinstance(self.l2, int | float) or not 0.0 <= self.l2 < math.inf):
+            raise ConfigError(f"`l2` must be None or a finite value >= 0, got {self.l2!r}")
+
+    def scaled(self, units: int) -> int:
+        """`units` times the width multiplier, at least 1."""
+        return max(1, round(units * self.width))
+
+
+def build_model(config: ModelConfig) -> keras.Model:
+    """Build the (uncompiled) multi-task CNN.
+
+    Args:
+        config: Architecture settings.
+
+    Returns:
+        A functional `keras.Model` with one input named `image` (float32 [N, S, S, 1] holding raw
+        0..255 pixel values; uint8 arrays are accepted and cast) and a dict output
+        `{task: softmax probabilities [N, num_classes]}`, one Dense layer named after each task.
+        Under a mixed-precision global policy the heads still compute and output float32.
+    """
+    import keras
+    from keras import layers
+
+    size = config.image_size
+    regularizer = keras.regularizers.L2(config.l2) if config.l2 else None
+
+    # float32 input (not uint8) so callers may pass either uint8 arrays or float pixel values.
+    inputs = keras.Input(shape=(size, size, 1), dtype="float32", name=INPUT_NAME)
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+
+    # Augmentation layers are identities at inference, so the saved model stays deterministic.
+    if config.augment:
+        x = layers.RandomFlip("horizontal", name="aug_flip")(x)
+        x = layers.RandomRotation(_ROTATION_FACTOR, fill_mode="nearest", name="aug_rotate")(x)
+        x = layers.RandomZoom(_ZOOM_FACTOR, fill_mode="nearest", name="aug_zoom")(x)
+        x = layers.RandomTranslation(
+            _TRANSLATION_FACTOR, _TRANSLATION_FACTOR, fill_mode="nearest", name="aug_translate"
+        )(x)
+
+    # Three blocks of [Conv2D -> BN] x 2 -> MaxPool -> Dropout, as in the paper's official code.
+    for block, ((filters, kernel), rate) in enumerate(zip(_BLOCKS, config.dropout[:3], strict=True), start=1):
+        for conv in (1, 2):
+            x = layers.Conv2D(
+                config.scaled(filters),
+                kernel,
+                padding="same",
+                activation="elu",
+                kernel_initializer="he_normal",
+                kernel_regularizer=regularizer,
+                name=f"block{block}_conv{conv}",
+            )(x)
+            x = layers.BatchNormalization(name=f"block{block}_bn{conv}")(x)
+        x = layers.MaxPooling2D(pool_size=2, name=f"block{block}_pool")(x)
+        x = layers.Dropout(rate, name=f"block{block}_dropout")(x)
+
+    # Shared dense trunk.
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(
+        config.scaled(_DENSE_UNITS),
+        activation="elu",
+        kernel_initializer="he_normal",
+        kernel_regularizer=regularizer,
+        name="dense",
+    )(x)
+    x = layers.BatchNormalization(name="dense_bn")(x)
+    x = layers.Dropout(config.dropout[3], name="dense_dropout")(x)
+
+    # One softmax head per task; float32 so mixed precision never yields float16 probabilities.
+    outputs = {
+        task: layers.Dense(get_task(task).num_classes, activation="softmax", dtype="float32", name=task)(x)
+        for task in config.tasks
+    }
+    model = keras.Model(inputs=inputs, outputs=outputs, name="fer_mtl")
+    logger.debug("built model: width=%s tasks=%s params=%d", config.width, config.tasks, model.count_params())
+    return model

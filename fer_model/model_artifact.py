@@ -1,0 +1,231 @@
+"""The model artifact (format version 1): one writer, one config reader, one loader.
+
+A folder holding
+- model.keras: the Keras 3 model (uncompiled, float32; rescaling inside, so it takes raw pixels),
+- saved_model/1/: a TF SavedModel whose `serving_default` signature takes uint8 `image`
+  [N, S, S, 1] and returns one probability tensor per task, named by task (TensorFlow backend only),
+- config.json: tasks and classes, sizes, alignment, model and training settings, provenance,
+- history.json: per-epoch metrics.
+It is written under a temporary name and renamed into place, so a reader never sees half of one.
+`read_model_config` needs no TensorFlow or Keras, so light code paths can inspect an artifact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fer_model import __version__
+from fer_model.errors import ArtifactError
+from fer_model.tasks import get_task
+
+if TYPE_CHECKING:
+    import keras
+
+    from fer_model.model import ModelConfig
+    from fer_model.training import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "fer-mtl-model"
+FORMAT_VERSION = 1
+KERAS_FILE = "model.keras"
+SAVED_MODEL_DIR = "saved_model/1"
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.json"
+_REQUIRED_KEYS = ("tasks", "input_size", "model", "training", "loss_weights", "best_epoch")
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """A loaded model artifact: the Keras model, its parsed config.json and its folder."""
+
+    model: Any
+    config: dict[str, Any]
+    path: Path
+
+    @property
+    def tasks(self) -> dict[str, list[str]]:
+        """{task: class names} for the heads the model has, in head order."""
+        return dict(self.config["tasks"])
+
+
+def _inference_copy(model: keras.Model, model_config: ModelConfig) -> keras.Model:
+    """A fresh float32, uncompiled copy of `model` with the same weights.
+
+    Saving the copy keeps model.keras free of the training-only loss/metric objects (any plain Keras
+    loads it) and of a mixed-precision dtype policy (float16 inference is slow on CPUs).
+    """
+    import keras
+
+    from fer_model.model import build_model
+
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        copy = build_model(model_config)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def export_saved_model(
+    model: keras.Model, path: str | os.PathLike[str], *, tasks: Sequence[str], image_size: int
+) -> None:
+    """Write a TF SavedModel with a `serving_default` signature: uint8 `image` -> {task: probabilities}.
+
+    Needs KERAS_BACKEND=tensorflow.
+    """
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 1], tf.uint8, name="image")])
+    def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
+        outputs = model(tf.cast(image, tf.float32), training=False)
+        return {task: tf.identity(outputs[task], name=task) for task in tasks}
+
+    # A plain tf.Module tracks the Keras model's variables, so the graph and weights are saved together.
+    module = tf.Module()
+    module.model = model
+    module.serve = serve
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+
+
+def save_model_artifact(
+    out_dir: str | os.PathLike[str],
+    *,
+    model: keras.Model,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    history: Mapping[str, Sequence[float]],
+    best_epoch: int,
+    dataset_manifest_sha256: str,
+    alignment: Mapping[str, Any],
+) -> Path:
+    """Write a model artifact atomically (replacing `out_dir` if it exists) and return its path.
+
+    Args:
+        out_dir: Folder to create.
+        model: The trained model (best weights restored).
+        model_config: The architecture it was built with.
+        train_config: The hyper-parameters it was trained with.
+        history: Per-epoch metrics (Keras keys).
+        best_epoch: 0-based index of the restored epoch in `history`.
+        dataset_manifest_sha256: sha256 of the dataset manifest it was trained on.
+        alignment: Alignment settings (AlignConfig fields) the dataset was prepared with; serving
+            must align faces the same way.
+    """
+    import keras
+
+    lengths = {len(v) for v in history.values()}
+    if history and not (0 <= best_epoch < min(lengths)):
+        raise ArtifactError(f"`best_epoch` must index the history (0..{min(lengths) - 1}), got {best_epoch}")
+    inference_model = _inference_copy(model, model_config)
+    backend = keras.backend.backend()
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        inference_model.save(tmp / KERAS_FILE)
+        saved_model: str | None = None
+        if backend == "tensorflow":
+            export_saved_model(
+                inference_model, tmp / SAVED_MODEL_DIR, tasks=model_config.tasks, image_size=model_config.image_size
+            )
+            saved_model = SAVED_MODEL_DIR
+        else:
+            logger.warning("KERAS_BACKEND=%s: skipping the TF SavedModel export (needs tensorflow)", backend)
+        config = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "library_version": __version__,
+            "keras_version": keras.__version__,
+            "backend": backend,
+            "tasks": {t: list(get_task(t).classes) for t in model_config.tasks},
+            "input_size": model_config.image_size,
+            "input_name": "image",
+            "alignment": dict(alignment),
+            "model": dataclasses.asdict(model_config),
+            "training": dataclasses.asdict(train_config),
+            "loss_weights": train_config.weights_for(model_config.tasks),
+            "dataset_manifest_sha256": dataset_manifest_sha256,
+            "best_epoch": int(best_epoch),
+            "epochs_run": max(lengths) if lengths else 0,
+            "validation": {k: float(v[best_epoch]) for k, v in history.items() if k.startswith("val_")},
+            "saved_model": saved_model,
+        }
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        clean_history = {k: [float(x) for x in v] for k, v in history.items()}
+        (tmp / HISTORY_FILE).write_text(json.dumps(clean_history, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("wrote model artifact %s (tasks %s, best epoch %d)", out, ",".join(model_config.tasks), best_epoch + 1)
+    return out
+
+
+def read_model_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse and check a model artifact's config.json without importing TensorFlow or Keras.
+
+    Raises:
+        ArtifactError: naming the folder and what is wrong (missing, unparsable, other format or version).
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise ArtifactError(f"model artifact {root} does not exist or is not a folder (run `fer-mtl train`)")
+    config_path = root / CONFIG_FILE
+    if not config_path.is_file():
+        raise ArtifactError(f"{root} is not a model artifact: {CONFIG_FILE} is missing (run `fer-mtl train`)")
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"{config_path} cannot be parsed: {e}") from e
+    if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
+        found = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise ArtifactError(f"{root} is not a {FORMAT_NAME} artifact (format={found!r})")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{root} has model format version {config.get('format_version')!r}, this fer-mtl reads version "
+            f"{FORMAT_VERSION}; re-train it with `fer-mtl train`"
+        )
+    missing = [k for k in _REQUIRED_KEYS if k not in config]
+    if missing:
+        raise ArtifactError(f"{config_path} lacks required key(s) {missing}")
+    if not isinstance(config["tasks"], dict) or not config["tasks"]:
+        raise ArtifactError(f"{config_path}: `tasks` must be a non-empty mapping task -> classes")
+    return config
+
+
+def load_model_artifact(path: str | os.PathLike[str]) -> ModelArtifact:
+    """Load a model artifact's Keras model and config (checks format, version and head names).
+
+    Raises:
+        ArtifactError: the artifact is missing, of another version, or its model does not match its config.
+    """
+    config = read_model_config(path)
+    root = Path(path)
+    keras_path = root / KERAS_FILE
+    if not keras_path.is_file():
+        raise ArtifactError(f"{root} is incomplete: {KERAS_FILE} is missing")
+    import keras
+
+    try:
+        # compile=False: inference needs no optimizer, and the file carries no training objects.
+        model = keras.saving.load_model(keras_path, compile=False)
+    except Exception as e:  # Keras raises many types for a corrupt or foreign file
+        raise ArtifactError(f"{keras_path} cannot be loaded: {e}") from e
+    heads = sorted(model.output_names) if hasattr(model, "output_names") else None
+    if heads is not None and heads != sorted(config["tasks"]):
+        raise ArtifactError(f"{keras_path} has heads {heads} but {CONFIG_FILE} lists {sorted(config['tasks'])}")
+    return ModelArtifact(model=model, config=config, path=root)

@@ -1,0 +1,316 @@
+"""Masked, weighted multi-task training of the paper's CNN.
+
+Each head has its own sparse categorical cross-entropy, masked per sample where the label is -1
+(`tasks.MISSING`), so one run can mix sources that label different tasks (RAF-DB and FER2013).
+Heads are weighted (`TrainConfig.loss_weights`); accuracy is measured on labelled samples only.
+Data are fed as numpy arrays, so `fit` runs under every Keras backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fer_model.errors import ConfigError
+from fer_model.model import ModelConfig, build_model
+from fer_model.tasks import DEFAULT_LOSS_WEIGHTS, MISSING, TASK_NAMES, get_task
+
+if TYPE_CHECKING:
+    import keras
+
+    from fer_model.dataset import Dataset
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyper-parameters (defaults follow the paper's official recipe).
+
+    Attributes:
+        epochs: Upper bound on epochs; early stopping or the learning-rate floor usually end sooner.
+        batch_size: Samples per step (the paper: 32).
+        learning_rate: Adam's initial learning rate.
+        loss_weights: Per-task loss weights; tasks the model lacks are ignored. Weight 0 freezes a head.
+        early_stopping_patience: Epochs without a better validation accuracy before stopping. 12 (more
+            than twice `reduce_lr_patience`) so ReduceLROnPlateau can lower the rate twice first.
+        reduce_lr_patience: Epochs without improvement before the learning rate is multiplied by
+            `reduce_lr_factor`.
+        reduce_lr_factor: Multiplier applied on a plateau, in (0, 1).
+        min_lr: Training stops once the learning rate falls below this.
+        seed: Seeds Python, numpy and the backend (weights init, shuffling, dropout, augmentation).
+        mixed_precision: Train under the "mixed_float16" policy (worth it on GPUs only).
+        label_smoothing: Cross-entropy label smoothing, in [0, 1).
+        class_weighting: Weight emotion classes by inverse training frequency.
+        verbose: Keras `fit` verbosity (0 silent, 1 progress bar, 2 one line per epoch).
+        jit_compile: XLA-compile the train step; off by default because XLA halves CPU throughput here.
+    """
+
+    epochs: int = 100
+    batch_size: int = 32
+    learning_rate: float = 3e-4
+    loss_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS))
+    early_stopping_patience: int = 12
+    reduce_lr_patience: int = 5
+    reduce_lr_factor: float = 0.2
+    min_lr: float = 1e-6
+    seed: int = 0
+    mixed_precision: bool = False
+    label_smoothing: float = 0.0
+    class_weighting: bool = False
+    verbose: int = 2
+    jit_compile: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            _check_int(name, getattr(self, name), minimum=1)
+        for name in ("early_stopping_patience", "reduce_lr_patience", "seed"):
+            _check_int(name, getattr(self, name), minimum=0)
+        for name in ("learning_rate", "min_lr"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0 < value < math.inf:
+                raise ConfigError(f"`{name}` must be a finite number > 0, got {value!r}")
+        if not _is_number(self.reduce_lr_factor) or not 0 < self.reduce_lr_factor < 1:
+            raise ConfigError(f"`reduce_lr_factor` must be in (0, 1), got {self.reduce_lr_factor!r}")
+        if not _is_number(self.label_smoothing) or not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"`label_smoothing` must be in [0, 1), got {self.label_smoothing!r}")
+        if self.verbose not in (0, 1, 2):
+            raise ConfigError(f"`verbose` must be 0, 1 or 2, got {self.verbose!r}")
+        for name in ("mixed_precision", "class_weighting", "jit_compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"`{name}` must be a bool, got {getattr(self, name)!r}")
+        if not isinstance(self.loss_weights, Mapping):
+            raise ConfigError(f"`loss_weights` must be a mapping task -> weight, got {self.loss_weights!r}")
+        weights: dict[str, float] = {}
+        for task, weight in self.loss_weights.items():
+            if task not in TASK_NAMES:
+                raise ConfigError(f"`loss_weights` has unknown task {task!r}; expected some of {TASK_NAMES}")
+            if not _is_number(weight) or not 0 <= weight < math.inf:
+                raise ConfigError(f"`loss_weights[{task!r}]` must be a finite number >= 0, got {weight!r}")
+            weights[task] = float(weight)
+        # A private copy, so mutating the caller's dict cannot change a frozen config.
+        object.__setattr__(self, "loss_weights", weights)
+
+    def weights_for(self, tasks: Sequence[str]) -> dict[str, float]:
+        """Loss weight of each of `tasks` (1.0 for a task `loss_weights` does not mention)."""
+        return {t: self.loss_weights.get(t, 1.0) for t in tasks}
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What `fit` returns. `best_epoch` is a 0-based index into the `history` lists."""
+
+    model: Any
+    history: dict[str, list[float]]
+    best_epoch: int
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What `train` returns. `best_epoch` is a 0-based index into the `history` lists."""
+
+    model_dir: Path
+    history: dict[str, list[float]]
+    best_epoch: int
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def _check_int(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"`{name}` must be an int >= {minimum}, got {value!r}")
+
+
+def monitor_metric(model_config: ModelConfig) -> str:
+    """The validation metric early stopping and LR reduction watch (emotion if the model has it)."""
+    task = "emotion" if "emotion" in model_config.tasks else model_config.tasks[0]
+    return f"val_{task}_accuracy"
+
+
+def emotion_class_weights(labels: np.ndarray) -> list[float]:
+    """Inverse-frequency weights n / (K * n_c) per emotion class over labelled samples (0 if absent)."""
+    k = get_task("emotion").num_classes
+    counts = np.bincount(labels[labels != MISSING].astype(np.int64), minlength=k)[:k]
+    total = counts.sum()
+    return [float(total / (k * c)) if c else 0.0 for c in counts]
+
+
+def _to_arrays(
+    dataset: Dataset, split: str, tasks: Sequence[str], image_size: int
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    images, labels = dataset.subset(split)
+    if images.ndim != 3 or images.shape[1:] != (image_size, image_size):
+        raise ConfigError(
+            f"dataset images are {images.shape[1:]}, the model expects ({image_size}, {image_size}); "
+            f"set ModelConfig(image_size={images.shape[1] if images.ndim == 3 else '?'})"
+        )
+    # uint8 stays uint8 here (4x less memory); the model casts each batch to float32.
+    return images[..., np.newaxis], {t: labels[t].astype(np.int32) for t in tasks}
+
+
+def learning_rate_floor(min_lr: float) -> keras.callbacks.Callback:
+    """A callback that stops training at the end of the first epoch whose learning rate is below `min_lr`."""
+    from fer_model._keras_objects import LearningRateFloor
+
+    return LearningRateFloor(min_lr)
+
+
+def compile_model(
+    model: keras.Model, *, model_config: ModelConfig, train_config: TrainConfig, class_weights: list[float] | None
+) -> None:
+    """Compile `model` with masked per-task losses, loss weights and masked accuracies (Adam)."""
+    import keras
+
+    from fer_model._keras_objects import MaskedAccuracy, MaskedSparseCrossentropy
+
+    losses = {
+        t: MaskedSparseCrossentropy(
+            label_smoothing=train_config.label_smoothing,
+            class_weights=class_weights if t == "emotion" else None,
+            name=f"{t}_loss",
+        )
+        for t in model_config.tasks
+    }
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=train_config.learning_rate),
+        loss=losses,
+        loss_weights=train_config.weights_for(model_config.tasks),
+        metrics={t: [MaskedAccuracy(name="accuracy")] for t in model_config.tasks},
+        jit_compile=train_config.jit_compile,
+    )
+
+
+def fit(
+    dataset: Dataset,
+    *,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> FitResult:
+    """Build and train a model on the dataset's train split, validating on its validation split.
+
+    Args:
+        dataset: A loaded dataset artifact (`fer_model.dataset.load_dataset`).
+        model_config: Architecture (which heads, width, augmentation).
+        train_config: Hyper-parameters.
+        callbacks: Extra Keras callbacks (e.g. an Optuna pruning callback), run after ours.
+
+    Returns:
+        The model with the best epoch's weights restored, the per-epoch history (Keras keys such as
+        `val_emotion_accuracy`) and the 0-based index of the best epoch.
+
+    Raises:
+        ConfigError: the train or validation split is empty, the image size does not match, or
+            every loss weight of the model's tasks is 0.
+    """
+    import keras
+
+    for split in ("train", "validation"):
+        if dataset.indices(split).size == 0:
+            raise ConfigError(
+                f"dataset {dataset.path or '<in memory>'} has no {split!r} samples; re-run `fer-mtl prepare` "
+                "with a validation split (e.g. its default seeded 10% of train) so training can early-stop"
+            )
+    weights = train_config.weights_for(model_config.tasks)
+    if not any(weights.values()):
+        raise ConfigError(f"every loss weight of the model's tasks {model_config.tasks} is 0; nothing would train")
+    x_train, y_train = _to_arrays(dataset, "train", model_config.tasks, model_config.image_size)
+    x_val, y_val = _to_arrays(dataset, "validation", model_config.tasks, model_config.image_size)
+    class_weights = None
+    if train_config.class_weighting and "emotion" in model_config.tasks:
+        class_weights = emotion_class_weights(y_train["emotion"])
+        logger.info("emotion class weights: %s", [round(w, 3) for w in class_weights])
+
+    keras.utils.set_random_seed(train_config.seed)
+    previous_policy = keras.mixed_precision.global_policy()
+    if train_config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_model(model_config)
+        compile_model(model, model_config=model_config, train_config=train_config, class_weights=class_weights)
+        monitor = monitor_metric(model_config)
+        early_stopping = keras.callbacks.EarlyStopping(
+            monitor=monitor, mode="max", patience=train_config.early_stopping_patience, restore_best_weights=True
+        )
+        # min_lr=0 here: the floor callback (not a clamp) ends training once the rate is below min_lr.
+        reduce_lr = keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, mode="max", factor=train_config.reduce_lr_factor, patience=train_config.reduce_lr_patience
+        )
+        logger.info(
+            "training %s on %d samples (validation %d), %d epochs max, batch %d",
+            ",".join(model_config.tasks),
+            len(x_train),
+            len(x_val),
+            train_config.epochs,
+            train_config.batch_size,
+        )
+        keras_history = model.fit(
+            x_train,
+            y_train,
+            validation_data=(x_val, y_val),
+            epochs=train_config.epochs,
+            batch_size=train_config.batch_size,
+            shuffle=True,
+            verbose=train_config.verbose,
+            callbacks=[reduce_lr, learning_rate_floor(train_config.min_lr), early_stopping, *callbacks],
+        )
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+    history = {k: [float(v) for v in values] for k, values in keras_history.history.items()}
+    best_epoch = best_epoch_of(history, monitor)
+    logger.info(
+        "best epoch %d of %d: %s=%.4f", best_epoch + 1, len(history[monitor]), monitor, history[monitor][best_epoch]
+    )
+    return FitResult(model=model, history=history, best_epoch=best_epoch)
+
+
+def best_epoch_of(history: Mapping[str, Sequence[float]], monitor: str) -> int:
+    """0-based index of the first epoch with the highest `monitor` (what EarlyStopping restores)."""
+    values = history.get(monitor)
+    if not values:
+        raise ConfigError(f"history has no {monitor!r} values; keys are {sorted(history)}")
+    return int(np.argmax(np.asarray(values, dtype=np.float64)))
+
+
+def train(
+    *,
+    dataset_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+) -> TrainResult:
+    """Load a dataset artifact, fit a model on it and write the model artifact to `out_dir`."""
+    from fer_model.dataset import load_dataset
+    from fer_model.model_artifact import save_model_artifact
+
+    dataset = load_dataset(dataset_dir)
+    result = fit(dataset, model_config=model_config, train_config=train_config)
+    model_dir = save_model_artifact(
+        out_dir,
+        model=result.model,
+        model_config=model_config,
+        train_config=train_config,
+        history=result.history,
+        best_epoch=result.best_epoch,
+        dataset_manifest_sha256=dataset.manifest_sha256,
+        alignment=alignment_settings(dataset.manifest),
+    )
+    return TrainResult(model_dir=model_dir, history=result.history, best_epoch=result.best_epoch)
+
+
+def alignment_settings(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The alignment settings recorded in a dataset manifest (its `alignment.config` if present)."""
+    alignment = manifest.get("alignment") or {}
+    for key in ("config", "settings"):
+        if isinstance(alignment.get(key), Mapping):
+            return dict(alignment[key])
+    return dict(alignment)
