@@ -1,0 +1,192 @@
+"""Evaluate a model artifact on one split of a dataset artifact.
+
+Writes metrics.json (schema in docs/ARCHITECTURE.md), one confusion_<task>.png per task, and
+report.md. Metrics are computed by `build_metrics` from plain arrays, so they are testable without
+a model; `evaluate` only adds the artifact loading and batched prediction around it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fer_model.dataset import Dataset, load_dataset
+from fer_model.errors import ArtifactError, ConfigError, DataError
+from fer_model.metrics import score_task
+from fer_model.records import SPLITS
+from fer_model.report import write_report
+from fer_model.tasks import MISSING, TASKS_BY_NAME, get_task
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+#: Attributes the emotion accuracy is broken down by (ground-truth labels, not predictions).
+FAIRNESS_ATTRIBUTES: tuple[str, ...] = ("gender", "race", "age")
+
+
+def _fairness(emotion_true: np.ndarray, emotion_pred: np.ndarray, labels: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Emotion accuracy per true gender / race / age group, over samples labelled for both."""
+    emotion_labelled = emotion_true != MISSING
+    table: dict[str, Any] = {}
+    for attribute in FAIRNESS_ATTRIBUTES:
+        groups: dict[str, Any] = {}
+        for index, group in enumerate(get_task(attribute).classes):
+            in_group = emotion_labelled & (labels[attribute] == index)
+            n = int(in_group.sum())
+            correct = int((emotion_true[in_group] == emotion_pred[in_group]).sum())
+            groups[group] = {"n": n, "emotion_accuracy": correct / n if n else None}
+        table[attribute] = groups
+    return table
+
+
+def build_metrics(
+    *,
+    predictions: Mapping[str, np.ndarray],
+    labels: Mapping[str, np.ndarray],
+    split: str,
+    model_info: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The metrics.json dict from predicted and true class indices of one split.
+
+    Args:
+        predictions: task -> int [N] predicted class, for the tasks the model has (only these are scored).
+        labels: task -> int [N] true class, -1 where unlabelled; must cover every predicted task and
+            the fairness attributes.
+        split: Name of the evaluated split (recorded in the output).
+        model_info: The "model" section (sha256 of the training dataset manifest, loss weights, ...).
+    """
+    if not predictions:
+        raise DataError("no predictions to score: the model has no task heads")
+    n = {int(np.asarray(a).shape[0]) for a in (*predictions.values(), *labels.values())}
+    if len(n) != 1:
+        raise DataError(f"predictions and labels must all have the same length, got lengths {sorted(n)}")
+    tasks: dict[str, Any] = {}
+    for name, pred in predictions.items():
+        task = get_task(name)
+        if name not in labels:
+            raise DataError(f"labels lack task {name!r} that the model predicts")
+        scores = score_task(labels[name], pred, num_classes=task.num_classes)
+        pc = scores.per_class
+        tasks[name] = {
+            "accuracy": scores.accuracy,
+            "macro_f1": scores.macro_f1,
+            "n_labelled": scores.n_labelled,
+            "n_unlabelled": scores.n_unlabelled,
+            "classes": list(task.classes),
+            "confusion_matrix": scores.confusion.tolist(),
+            "per_class": {
+                cls: {"precision": float(pc.precision[i]), "recall": float(pc.recall[i]),
+                      "f1": float(pc.f1[i]), "support": int(pc.support[i])}
+                for i, cls in enumerate(task.classes)
+            },
+        }
+        if scores.n_labelled == 0:
+            logger.warning("task %s has no labelled samples in split %s; its accuracy is null", name, split)
+    fairness = _fairness(labels["emotion"], predictions["emotion"], labels) if "emotion" in predictions else {}
+    return {"split": split, "num_samples": n.pop(), "tasks": tasks, "fairness": fairness,
+            "model": dict(model_info or {})}
+
+
+def _model_tasks(config: Mapping[str, Any], model_dir: Path) -> dict[str, tuple[str, ...]]:
+    """The model's heads from config.json, checked against the label orders in tasks.py."""
+    tasks = config.get("tasks")
+    if not isinstance(tasks, Mapping) or not tasks:
+        raise ArtifactError(f"{model_dir}/config.json has no `tasks` mapping; re-export the model artifact")
+    for name, classes in tasks.items():
+        if name not in TASKS_BY_NAME or tuple(classes) != TASKS_BY_NAME[name].classes:
+            raise ArtifactError(
+                f"{model_dir}/config.json task {name!r} with classes {classes} does not match this fer-mtl's "
+                f"label order; evaluate it with the fer-mtl version that trained it"
+            )
+    return {name: tuple(classes) for name, classes in tasks.items()}
+
+
+def _split_images(dataset: Dataset, split: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    if split not in SPLITS:
+        raise ConfigError(f"`split` must be one of {SPLITS}, got {split!r}")
+    idx = dataset.indices(split)
+    if idx.size == 0:
+        counts = ", ".join(f"{s} {int(dataset.indices(s).size)}" for s in SPLITS)
+        raise DataError(f"split {split!r} of dataset {dataset.path} is empty (samples per split: {counts}); "
+                        "pass --split with a non-empty one")
+    return idx, {t: np.asarray(a[idx]) for t, a in dataset.labels.items()}
+
+
+def predict_classes(model: Any, images: np.ndarray, indices: np.ndarray, *, tasks: tuple[str, ...],
+                    batch_size: int) -> dict[str, np.ndarray]:
+    """Argmax class per task for `images[indices]`, predicted `batch_size` images at a time.
+
+    Batches are sliced from the (memory-mapped) array one at a time, so a large split never sits in
+    memory whole; only the int class indices are kept.
+    """
+    out: dict[str, list[np.ndarray]] = {t: [] for t in tasks}
+    for start in range(0, indices.size, batch_size):
+        batch = np.asarray(images[indices[start:start + batch_size]], dtype=np.uint8)[..., np.newaxis]
+        probs = model.predict_on_batch(batch)
+        if not isinstance(probs, Mapping):
+            raise ArtifactError(f"the model returned {type(probs).__name__}, expected a dict of task outputs")
+        for t in tasks:
+            out[t].append(np.argmax(np.asarray(probs[t]), axis=-1).astype(np.int64))
+    return {t: np.concatenate(parts) for t, parts in out.items()}
+
+
+def evaluate(
+    *,
+    model_dir: str | os.PathLike[str],
+    dataset_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    split: str = "test",
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """Score a model artifact on one split and write metrics.json, confusion PNGs and report.md.
+
+    Returns:
+        The metrics dict written to metrics.json.
+
+    Raises:
+        ConfigError: bad `split` or `batch_size`.
+        DataError: the split is empty (the message lists the counts per split).
+        ArtifactError: an artifact is missing, malformed, or does not fit the other.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"`batch_size` must be >= 1, got {batch_size}")
+    from fer_model.model_artifact import load_model_artifact, read_model_config
+
+    model_path = Path(model_dir)
+    # Cheap checks (config, dataset, split) first, so a mistake costs no TensorFlow start-up.
+    config = read_model_config(model_path)
+    tasks = _model_tasks(config, model_path)
+    dataset = load_dataset(dataset_dir)
+    idx, labels = _split_images(dataset, split)
+    input_size = config.get("input_size")
+    if input_size is not None and int(np.ravel([input_size])[0]) != dataset.images.shape[1]:
+        raise ArtifactError(f"model {model_path} takes {input_size}px faces but dataset {dataset.path} holds "
+                            f"{dataset.images.shape[1]}px ones; prepare the dataset with the model's alignment size")
+
+    artifact = load_model_artifact(model_path)
+    logger.info("predicting %d %s samples with %s", idx.size, split, model_path)
+    predictions = predict_classes(artifact.model, dataset.images, idx, tasks=tuple(tasks), batch_size=batch_size)
+    trained_on = config.get("dataset_manifest_sha256")
+    model_info = {
+        "path": str(model_path),
+        "dataset_manifest_sha256": trained_on,
+        "evaluated_dataset_manifest_sha256": dataset.manifest_sha256,
+        "dataset_matches": bool(trained_on) and trained_on == dataset.manifest_sha256,
+        "loss_weights": dict(config.get("loss_weights") or {}),
+    }
+    metrics = build_metrics(predictions=predictions, labels=labels, split=split, model_info=model_info)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # Write then rename, so a reader (the pipeline's gate) never sees half a metrics.json.
+    tmp = out / f".{METRICS_FILE}.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    os.replace(tmp, out / METRICS_FILE)
+    write_report(metrics, out_dir=out, model_config=config)
+    return metrics
