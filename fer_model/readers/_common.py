@@ -1,0 +1,80 @@
+"""Helpers shared by the readers: seeded hash splits, emotion folder names, image file listing."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from fer_model.errors import ConfigError, DataError
+from fer_model.records import Split
+from fer_model.tasks import EMOTION
+
+SplitMode = Literal["official", "paper"]
+SPLIT_MODES: tuple[SplitMode, ...] = ("official", "paper")
+
+#: File name endings a folder reader treats as images (compared lower-case).
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+
+# Folder names seen in public emotion datasets, mapped to our class names. Lower-case keys.
+_EMOTION_ALIASES: dict[str, str] = {
+    "anger": "angry",
+    "disgusted": "disgust",
+    "fearful": "fear",
+    "scared": "fear",
+    "happiness": "happy",
+    "sadness": "sad",
+    "surprised": "surprise",
+    "calm": "neutral",
+}
+
+
+def check_split_mode(split_mode: str) -> None:
+    if split_mode not in SPLIT_MODES:
+        raise ConfigError(f"`split_mode` must be one of {SPLIT_MODES}, got {split_mode!r}")
+
+
+def emotion_from_name(name: str) -> int | None:
+    """Emotion index for a folder name such as "happy" or "Happiness"; None when unknown."""
+    label = name.strip().lower()
+    label = _EMOTION_ALIASES.get(label, label)
+    return EMOTION.classes.index(label) if label in EMOTION.classes else None
+
+
+def hash_fraction(name: str, seed: int) -> float:
+    """A number in [0, 1) fixed by (name, seed): the same file lands in the same split every run,
+    whatever order files are listed in and whatever else is in the folder."""
+    digest = hashlib.sha1(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def hash_split(name: str, seed: int, *, train: float = 0.8, validation: float = 0.1) -> Split:
+    """Seeded train/validation/test (80/10/10 by default) split by file-name hash."""
+    u = hash_fraction(name, seed)
+    if u < train:
+        return "train"
+    if u < train + validation:
+        return "validation"
+    return "test"
+
+
+def require_dir(path: Path, *, kind: str) -> None:
+    if not path.exists():
+        raise DataError(f"{kind} source {path} does not exist; pass an existing folder")
+    if not path.is_dir():
+        raise DataError(f"{kind} source {path} is not a folder; pass the dataset's root folder")
+
+
+def iter_files(root: Path) -> Iterator[Path]:
+    """Every non-hidden file under `root`, recursively, in sorted (reproducible) order."""
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue  # .DS_Store, .ipynb_checkpoints and the like are not inputs
+        if path.is_file():
+            yield path
+
+
+def is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
