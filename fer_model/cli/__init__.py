@@ -16,7 +16,7 @@ from fer_model import __version__
 from fer_model.errors import FerError
 
 # Subcommand modules under fer_model/cli/, in the order `--help` lists them.
-_COMMANDS: tuple[str, ...] = ("train", "evaluate", "predict")
+_COMMANDS: tuple[str, ...] = ("sample_data", "prepare", "train", "evaluate", "predict", "tune")
 
 
 def build_parser() -> argparse.ArgumentParser:
