@@ -1,0 +1,131 @@
+"""Each KFP component called through `.python_func`, with artifacts pointing into tmp_path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from kfp import dsl
+
+from components import evaluate, prepare, train, worker_indices
+from fer_model.dataset import load_dataset, write_dataset
+from fer_model.errors import ConfigError
+from fer_model.tasks import DEFAULT_LOSS_WEIGHTS, TASKS
+from tests._fixtures.models import pattern_dataset
+
+
+def _artifact(cls: type, root: Path, name: str) -> Any:
+    """An output artifact whose path is a not-yet-existing location under `root` (as KFP gives it)."""
+    return cls(name=name, uri=str(root / name))
+
+
+@pytest.fixture(scope="module")
+def pattern_dataset_artifact(tmp_path_factory: pytest.TempPathFactory) -> dsl.Dataset:
+    ds = pattern_dataset(n_train=96, n_val=32, n_test=40, seed=3)
+    path = write_dataset(tmp_path_factory.mktemp("ds") / "dataset", images=ds.images, labels=ds.labels, split=ds.split)
+    return dsl.Dataset(name="dataset", uri=str(path))
+
+
+@pytest.fixture(scope="module")
+def trained(pattern_dataset_artifact: dsl.Dataset, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One run of the train component (tiny width, two epochs), shared by the train and evaluate tests."""
+    root = tmp_path_factory.mktemp("train")
+    model, metrics = _artifact(dsl.Model, root, "model"), _artifact(dsl.Metrics, root, "metrics")
+    weights = {"emotion": 3.0, "age": 0.5}
+    train.python_func(
+        dataset=pattern_dataset_artifact, model=model, metrics=metrics,
+        epochs=2, batch_size=32, width=0.125, loss_weights=json.dumps(weights), seed=1,
+    )
+    return {"model": model, "metrics": metrics, "weights": weights}
+
+
+def test_prepare_generates_sample_data_into_a_dataset_artifact(tmp_path: Path) -> None:
+    out = _artifact(dsl.Dataset, tmp_path, "dataset")
+    prepare.python_func(dataset=out, sample_n=28, seed=5, workers=1)
+    ds = load_dataset(out.path)  # verifies format version and array hashes
+    assert len(ds) == out.metadata["num_samples"] == ds.manifest["num_samples"] > 0
+    assert sum(out.metadata[f"num_{s}"] for s in ("train", "validation", "test")) == len(ds)
+    assert out.metadata["sources"] == ["sample-data:n=28,seed=5"]
+    assert out.metadata["format"] == "fer-mtl-dataset/v1"
+    # The generated sources are scratch: nothing but the artifact is left beside it.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset"]
+
+
+def test_prepare_reads_listed_sources(tmp_path: Path) -> None:
+    from fer_model.sample_data import write_sample_data
+
+    written = write_sample_data(tmp_path / "raw", n=14, seed=2)
+    out = _artifact(dsl.Dataset, tmp_path, "dataset")
+    prepare.python_func(dataset=out, sources=" , ".join(written["sources"]) + ",", align=False)
+    assert out.metadata["sources"] == written["sources"]
+    assert {s["kind"] for s in load_dataset(out.path).manifest["sources"]} >= {"fer2013-csv", "rafdb"}
+
+
+def test_prepare_without_sources_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="sources"):
+        prepare.python_func(dataset=_artifact(dsl.Dataset, tmp_path, "dataset"), sources=" ,", sample_n=0)
+
+
+@pytest.mark.slow
+def test_train_writes_a_model_artifact_with_metrics(trained: dict[str, Any]) -> None:
+    model, metrics = trained["model"], trained["metrics"]
+    config = json.loads((Path(model.path) / "config.json").read_text())
+    # The JSON parameter is laid over the paper's weights, and that is what was trained with.
+    expected = {**DEFAULT_LOSS_WEIGHTS, **trained["weights"]}
+    assert config["loss_weights"] == pytest.approx(expected)
+    assert model.metadata["loss_weights"] == pytest.approx(expected)
+    assert config["model"]["width"] == 0.125
+    assert (Path(model.path) / "model.keras").is_file()
+    history = json.loads((Path(model.path) / "history.json").read_text())
+    assert metrics.metadata["epochs_run"] == len(history["loss"]) == 2
+    best = metrics.metadata["best_epoch"]
+    assert metrics.metadata["val_emotion_accuracy"] == pytest.approx(history["val_emotion_accuracy"][best])
+    assert 0.0 <= model.metadata["val_emotion_accuracy"] <= 1.0
+    assert model.metadata["dataset_manifest_sha256"] == config["dataset_manifest_sha256"]
+
+
+@pytest.mark.parametrize("bad", ["{not json", "[1, 2]", '"emotion"'])
+def test_train_rejects_bad_loss_weights(pattern_dataset_artifact: dsl.Dataset, tmp_path: Path, bad: str) -> None:
+    with pytest.raises(ConfigError, match="loss_weights"):
+        train.python_func(
+            dataset=pattern_dataset_artifact, model=_artifact(dsl.Model, tmp_path, "model"),
+            metrics=_artifact(dsl.Metrics, tmp_path, "metrics"), epochs=1, loss_weights=bad,
+        )
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_logs_metrics_confusion_matrices_and_report(
+    trained: dict[str, Any], pattern_dataset_artifact: dsl.Dataset, tmp_path: Path
+) -> None:
+    cms = {t.name: _artifact(dsl.ClassificationMetrics, tmp_path, f"{t.name}_cm") for t in TASKS}
+    metrics = _artifact(dsl.Metrics, tmp_path, "metrics")
+    report = _artifact(dsl.Markdown, tmp_path, "report")
+    accuracy = evaluate.python_func(
+        model=trained["model"], dataset=pattern_dataset_artifact, metrics=metrics,
+        emotion_cm=cms["emotion"], gender_cm=cms["gender"], race_cm=cms["race"], age_cm=cms["age"],
+        report=report, split="test",
+    )
+    written = json.loads((Path(metrics.path) / "metrics.json").read_text())
+    assert written["split"] == "test" and written["num_samples"] == 40
+    assert accuracy == pytest.approx(written["tasks"]["emotion"]["accuracy"])
+    assert metrics.metadata["emotion_accuracy"] == pytest.approx(accuracy)
+    for task in TASKS:
+        tm = written["tasks"][task.name]
+        cm = cms[task.name].metadata["confusionMatrix"]
+        assert [s["displayName"] for s in cm["annotationSpecs"]] == list(task.classes)
+        rows = np.array([r["row"] for r in cm["rows"]])
+        assert rows.tolist() == tm["confusion_matrix"]
+        assert rows.sum() == tm["n_labelled"] == cms[task.name].metadata["labelled"]
+        assert metrics.metadata[f"{task.name}_macro_f1"] == pytest.approx(tm["macro_f1"])
+    assert Path(report.path).read_text() == (Path(metrics.path) / "report.md").read_text()
+    assert (Path(metrics.path) / "confusion_emotion.png").is_file()
+
+
+def test_worker_indices() -> None:
+    assert worker_indices.python_func(n=3) == [0, 1, 2]
+    with pytest.raises(ConfigError, match="tune_workers"):
+        worker_indices.python_func(n=0)
