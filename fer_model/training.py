@@ -164,6 +164,12 @@ def learning_rate_floor(min_lr: float) -> keras.callbacks.Callback:
     return LearningRateFloor(min_lr)
 
 
+def _metric_name(task: str, model_config: ModelConfig) -> str:
+    # Keras prefixes metric names with the output name only when there are several outputs; a
+    # single-head model names its metric in full so history keys are `val_<task>_accuracy` either way.
+    return "accuracy" if len(model_config.tasks) > 1 else f"{task}_accuracy"
+
+
 def compile_model(
     model: keras.Model, *, model_config: ModelConfig, train_config: TrainConfig, class_weights: list[float] | None
 ) -> None:
@@ -184,7 +190,7 @@ def compile_model(
         optimizer=keras.optimizers.Adam(learning_rate=train_config.learning_rate),
         loss=losses,
         loss_weights=train_config.weights_for(model_config.tasks),
-        metrics={t: [MaskedAccuracy(name="accuracy")] for t in model_config.tasks},
+        metrics={t: [MaskedAccuracy(name=_metric_name(t, model_config))] for t in model_config.tasks},
         jit_compile=train_config.jit_compile,
     )
 

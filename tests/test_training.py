@@ -1,0 +1,278 @@
+"""Masked weighted multi-task training: loss and metric maths, callbacks, learnability, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from fer_model.dataset import Dataset, write_dataset
+from fer_model.errors import ConfigError
+from fer_model.model import ModelConfig, build_model
+from fer_model.records import SPLIT_CODES
+from fer_model.tasks import MISSING, TASK_NAMES, get_task
+from fer_model.training import TrainConfig, emotion_class_weights, fit
+from tests._fixtures.models import pattern_dataset
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+EQUAL_WEIGHTS = {t: 1.0 for t in TASK_NAMES}
+
+
+# --- TrainConfig validation -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"epochs": 0}, r"`epochs` must be an int >= 1, got 0"),
+        ({"batch_size": -1}, r"`batch_size` must be an int >= 1"),
+        ({"learning_rate": 0.0}, r"`learning_rate` must be a finite number > 0"),
+        ({"min_lr": float("nan")}, r"`min_lr`"),
+        ({"reduce_lr_factor": 1.0}, r"`reduce_lr_factor` must be in \(0, 1\)"),
+        ({"reduce_lr_patience": -1}, r"`reduce_lr_patience` must be an int >= 0"),
+        ({"label_smoothing": 1.0}, r"`label_smoothing` must be in \[0, 1\)"),
+        ({"loss_weights": {"emotion": -1.0}}, r"`loss_weights\['emotion'\]` must be a finite number >= 0"),
+        ({"loss_weights": {"mood": 1.0}}, r"unknown task 'mood'"),
+        ({"verbose": 3}, r"`verbose` must be 0, 1 or 2"),
+        ({"mixed_precision": "yes"}, r"`mixed_precision` must be a bool"),
+    ],
+)
+def test_train_config_rejects_bad_values(kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_train_config_defaults_and_private_weights_copy() -> None:
+    weights = {"emotion": 2.0, "age": 4.0}
+    config = TrainConfig(loss_weights=weights)
+    weights["emotion"] = 99.0
+    assert config.loss_weights == {"emotion": 2.0, "age": 4.0}
+    assert config.weights_for(("emotion", "gender")) == {"emotion": 2.0, "gender": 1.0}
+    default = TrainConfig()
+    assert default.loss_weights == {"emotion": 2.0, "gender": 0.1, "race": 1.5, "age": 4.0}
+    # Early stopping must outlast two LR reductions, or ReduceLROnPlateau never gets to act.
+    assert default.early_stopping_patience > 2 * default.reduce_lr_patience
+    assert default.jit_compile is False
+
+
+# --- masked loss and metric -------------------------------------------------------------------
+
+
+def _emotion_model() -> keras.Model:
+    keras.utils.set_random_seed(1)
+    return build_model(ModelConfig(width=0.25, tasks=("emotion",), dropout=(0.0, 0.0, 0.0, 0.0)))
+
+
+def _head_gradient(model: keras.Model, images: np.ndarray, labels: np.ndarray, **loss_kwargs) -> tuple:
+    from fer_model._keras_objects import MaskedSparseCrossentropy
+
+    loss_fn = MaskedSparseCrossentropy(**loss_kwargs)
+    kernel = model.get_layer("emotion").kernel
+    with tf.GradientTape() as tape:
+        # training=False: batch-norm uses moving statistics, so one sample cannot shift another's features.
+        probs = model(images.astype("float32"), training=False)["emotion"]
+        loss = loss_fn(labels, probs)
+    return float(loss), tape.gradient(loss, kernel).numpy(), probs.numpy()
+
+
+def test_unlabelled_sample_changes_no_head_gradient() -> None:
+    model = _emotion_model()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(8, 50, 50, 1)).astype(np.uint8)
+    labels = np.array([0, 1, 2, 3, MISSING, 5, 6, 0])
+    altered = images.copy()
+    altered[4] = 255 - altered[4]  # a different face for the unlabelled sample
+
+    loss_a, grad_a, probs = _head_gradient(model, images, labels)
+    loss_b, grad_b, _ = _head_gradient(model, altered, labels)
+    np.testing.assert_allclose(grad_a, grad_b, atol=1e-7)
+    assert loss_a == pytest.approx(loss_b, abs=1e-7)
+    # The loss is the mean cross-entropy over the 7 labelled samples only.
+    keep = labels != MISSING
+    expected = -np.log(probs[keep, labels[keep]]).mean()
+    assert loss_a == pytest.approx(expected, rel=1e-5)
+
+    # Control: once that sample is labelled, its features do move the gradient.
+    labels[4] = 4
+    _, grad_c, _ = _head_gradient(model, images, labels)
+    _, grad_d, _ = _head_gradient(model, altered, labels)
+    assert np.abs(grad_c - grad_d).max() > 1e-6
+
+
+def test_all_unlabelled_batch_has_zero_loss_and_gradient() -> None:
+    model = _emotion_model()
+    images = np.random.default_rng(1).integers(0, 256, size=(4, 50, 50, 1)).astype(np.uint8)
+    loss, grad, _ = _head_gradient(model, images, np.full(4, MISSING))
+    assert loss == 0.0
+    assert np.isfinite(grad).all() and not grad.any()
+
+
+def test_label_smoothing_and_class_weights_follow_their_formulas() -> None:
+    from fer_model._keras_objects import MaskedSparseCrossentropy
+
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.3, 0.3, 0.4]], dtype="float32")
+    labels = np.array([0, MISSING, 2])
+    smooth = float(MaskedSparseCrossentropy(label_smoothing=0.3)(labels, probs))
+    target = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])
+    expected = -(target * np.log(probs[[0, 2]])).sum(axis=1).mean()
+    assert smooth == pytest.approx(expected, rel=1e-5)
+
+    weighted = float(MaskedSparseCrossentropy(class_weights=[2.0, 1.0, 0.5])(labels, probs))
+    assert weighted == pytest.approx((2.0 * -np.log(0.7) + 0.5 * -np.log(0.4)) / 2, rel=1e-5)
+
+
+def test_masked_accuracy_ignores_unlabelled_samples() -> None:
+    from fer_model._keras_objects import MaskedAccuracy
+
+    metric = MaskedAccuracy()
+    probs = np.eye(3, dtype="float32")[[0, 1, 2, 0]]
+    metric.update_state(np.array([0, 2, MISSING, MISSING]), probs)
+    assert float(metric.result()) == pytest.approx(0.5)
+    metric.reset_state()
+    metric.update_state(np.array([MISSING, MISSING]), probs[:2])
+    assert float(metric.result()) == 0.0
+
+
+def test_emotion_class_weights_are_inverse_frequency() -> None:
+    labels = np.array([0, 0, 0, 1, MISSING, MISSING])
+    weights = emotion_class_weights(labels)
+    assert len(weights) == get_task("emotion").num_classes
+    assert weights[0] == pytest.approx(4 / (7 * 3)) and weights[1] == pytest.approx(4 / 7)
+    assert weights[2:] == [0.0] * 5
+
+
+# --- fit ------------------------------------------------------------------------------------
+
+
+def test_small_model_learns_every_task() -> None:
+    result = fit(
+        pattern_dataset(),
+        model_config=ModelConfig(width=0.25),
+        train_config=TrainConfig(epochs=6, learning_rate=1e-3, loss_weights=EQUAL_WEIGHTS, verbose=0),
+    )
+    for task in TASK_NAMES:
+        accuracy = result.history[f"val_{task}_accuracy"][result.best_epoch]
+        chance = 1 / get_task(task).num_classes
+        assert accuracy > chance + 0.25, f"{task}: {accuracy:.2f} vs chance {chance:.2f}"
+    assert result.best_epoch == int(np.argmax(result.history["val_emotion_accuracy"]))
+
+
+def test_zero_loss_weight_freezes_its_head() -> None:
+    captured = {}
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            captured.update({t: self.model.get_layer(t).kernel.numpy().copy() for t in ("gender", "emotion")})
+
+    weights = {**EQUAL_WEIGHTS, "gender": 0.0}
+    result = fit(
+        pattern_dataset(n_train=96, n_val=32),
+        model_config=ModelConfig(width=0.25),
+        train_config=TrainConfig(epochs=2, learning_rate=1e-3, loss_weights=weights, verbose=0),
+        callbacks=[Snapshot()],
+    )
+    np.testing.assert_array_equal(result.model.get_layer("gender").kernel.numpy(), captured["gender"])
+    assert np.abs(result.model.get_layer("emotion").kernel.numpy() - captured["emotion"]).max() > 1e-4
+
+
+def _relabelled(dataset: Dataset, task: str, split: str, new_labels: np.ndarray) -> Dataset:
+    labels = {t: np.array(v) for t, v in dataset.labels.items()}
+    labels[task][dataset.indices(split)] = new_labels
+    return dataclasses.replace(dataset, labels=labels)
+
+
+def test_early_stopping_restores_the_best_epoch_weights() -> None:
+    # Validation labels are shifted by one class: the better the model learns train, the worse it scores.
+    base = pattern_dataset(missing_rate=0.0, seed=3)
+    val_idx = base.indices("validation")
+    dataset = _relabelled(base, "emotion", "validation", (base.labels["emotion"][val_idx] + 1) % 7)
+    result = fit(
+        dataset,
+        model_config=ModelConfig(width=0.25, tasks=("emotion",)),
+        train_config=TrainConfig(epochs=5, learning_rate=1e-3, early_stopping_patience=2, verbose=0),
+    )
+    accuracy = result.history["val_emotion_accuracy"]
+    assert result.best_epoch == int(np.argmax(accuracy))
+    assert accuracy[result.best_epoch] > accuracy[-1]  # the scenario really degrades
+    images, labels = dataset.subset("validation")
+    scores = result.model.evaluate(
+        images[..., None], {"emotion": labels["emotion"].astype("int32")}, batch_size=32, verbose=0, return_dict=True
+    )
+    assert scores["emotion_accuracy"] == pytest.approx(accuracy[result.best_epoch], abs=1e-6)
+
+
+def test_learning_rate_floor_stops_training() -> None:
+    # No validation emotion label: the monitored accuracy stays 0, so every epoch is a plateau.
+    base = pattern_dataset(n_train=64, n_val=16, seed=4)
+    dataset = _relabelled(base, "emotion", "validation", MISSING)
+    config = TrainConfig(
+        epochs=20, learning_rate=1e-3, reduce_lr_patience=1, reduce_lr_factor=0.1, min_lr=5e-5,
+        early_stopping_patience=20, verbose=0,
+    )  # fmt: skip
+    result = fit(dataset, model_config=ModelConfig(width=0.25, tasks=("emotion",)), train_config=config)
+    # 1e-3 -> 1e-4 (after epoch 2) -> 1e-5 (after epoch 3) < 5e-5: stop after 3 of 20 epochs.
+    assert len(result.history["loss"]) == 3
+    # History logs the rate each epoch ran with; the final reduction happens after the last epoch.
+    np.testing.assert_allclose(result.history["learning_rate"], [1e-3, 1e-3, 1e-4], rtol=1e-5)
+    assert float(result.model.optimizer.learning_rate.numpy()) == pytest.approx(1e-5, rel=1e-5)
+
+
+def test_fit_requires_a_validation_split_and_a_nonzero_weight() -> None:
+    dataset = pattern_dataset(n_train=32, n_val=8)
+    no_val = dataclasses.replace(dataset, split=np.zeros_like(dataset.split))
+    with pytest.raises(ConfigError, match="no 'validation' samples; re-run `fer-mtl prepare`"):
+        fit(no_val, model_config=ModelConfig(width=0.25), train_config=TrainConfig(epochs=1))
+    with pytest.raises(ConfigError, match="every loss weight .* is 0"):
+        fit(
+            dataset,
+            model_config=ModelConfig(width=0.25, tasks=("gender",)),
+            train_config=TrainConfig(epochs=1, loss_weights={"gender": 0.0}),
+        )
+    with pytest.raises(ConfigError, match="set ModelConfig\\(image_size=50\\)"):
+        fit(dataset, model_config=ModelConfig(width=0.25, image_size=48), train_config=TrainConfig(epochs=1))
+
+
+# --- CLI ------------------------------------------------------------------------------------
+
+
+def test_cli_train_writes_an_artifact(tmp_path) -> None:
+    from fer_model.cli import main
+    from fer_model.model_artifact import read_model_config
+
+    ds = pattern_dataset(n_train=64, n_val=16, seed=5)
+    dataset_dir = write_dataset(tmp_path / "ds", images=ds.images, labels=ds.labels, split=ds.split)
+    rc = main(
+        ["train", "--dataset", str(dataset_dir), "--out", str(tmp_path / "model"), "--epochs", "1",
+         "--width", "0.25", "--tasks", "age,emotion", "--loss-weights", "emotion=1,age=3", "--seed", "3"]
+    )  # fmt: skip
+    assert rc == 0
+    config = read_model_config(tmp_path / "model")
+    assert list(config["tasks"]) == ["emotion", "age"]
+    assert config["loss_weights"] == {"emotion": 1.0, "age": 3.0}
+    assert config["training"]["seed"] == 3 and config["training"]["epochs"] == 1
+    assert (SPLIT_CODES["train"], SPLIT_CODES["validation"]) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("flags", "match"),
+    [
+        (["--loss-weights", "foo"], "--loss-weights item 'foo' must be TASK=WEIGHT"),
+        (["--loss-weights", "emotion=abc"], "'abc' is not a number"),
+        (["--loss-weights", "emotion=-1"], "must be a finite number >= 0"),
+        (["--tasks", "emotion,mood"], r"--tasks has unknown task\(s\) \['mood'\]"),
+        (["--width", "0"], "`width` must be > 0, got 0"),
+        (["--epochs", "0"], "`epochs` must be an int >= 1, got 0"),
+    ],
+)
+def test_cli_train_rejects_bad_flags_in_one_line(tmp_path, capsys, flags: list[str], match: str) -> None:
+    import re
+
+    from fer_model.cli import main
+
+    rc = main(["train", "--dataset", str(tmp_path), "--out", str(tmp_path / "m"), *flags])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1 and re.search(match, err)
