@@ -1,0 +1,219 @@
+"""Evaluation gate: thresholds, comparison with the serving model, and the KFP component."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fer_model.errors import ConfigError, DataError
+from fer_model.serving.gate import GateDecision, decide, load_metrics, parse_metric_key
+
+SHA = "a" * 64
+
+
+def _metrics(*, emotion: float, age: float = 0.4, split: str = "test", n: int = 100, sha: str = SHA) -> dict:
+    """A metrics.json as fer_model.evaluation writes it, with only the fields the gate reads."""
+    return {
+        "split": split,
+        "num_samples": n,
+        "tasks": {
+            "emotion": {"accuracy": emotion, "macro_f1": emotion - 0.1, "n_labelled": n, "n_unlabelled": 0},
+            "age": {"accuracy": age, "macro_f1": age - 0.1, "n_labelled": n // 2, "n_unlabelled": n - n // 2},
+        },
+        "model": {"dataset_manifest_sha256": sha, "loss_weights": {"emotion": 2.0}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("emotion", "expected"),
+    [(0.62, True), (0.50, True), (0.49, False)],
+)
+def test_threshold_decides_when_nothing_serves(emotion: float, expected: bool) -> None:
+    result = decide(candidate=_metrics(emotion=emotion), thresholds={"emotion_accuracy": 0.5})
+    assert result.deploy is expected
+    assert result.numbers["candidate"] == {"emotion_accuracy": emotion}
+    assert result.numbers["serving"] is None
+    assert any("no model is serving" in r for r in result.reasons)
+
+
+def test_every_threshold_must_pass() -> None:
+    result = decide(
+        candidate=_metrics(emotion=0.7, age=0.3), thresholds={"emotion_accuracy": 0.5, "age_accuracy": 0.35}
+    )
+    assert not result.deploy
+    failed = [r for r in result.reasons if r.startswith("FAIL")]
+    assert failed == ["FAIL age_accuracy: candidate 0.3000 < threshold 0.3500"]
+
+
+def test_missing_metric_fails_instead_of_passing() -> None:
+    candidate = _metrics(emotion=0.7)
+    del candidate["tasks"]["age"]
+    result = decide(candidate=candidate, thresholds={"age_macro_f1": 0.1})
+    assert not result.deploy
+    assert "no value" in result.reasons[0]
+
+
+@pytest.mark.parametrize(
+    ("candidate", "serving", "expected"),
+    [(0.60, 0.58, True), (0.60, 0.60, True), (0.60, 0.61, False)],
+)
+def test_not_worse_than_serving_on_same_split(candidate: float, serving: float, expected: bool) -> None:
+    result = decide(
+        candidate=_metrics(emotion=candidate),
+        thresholds={"emotion_accuracy": 0.5},
+        serving=_metrics(emotion=serving),
+    )
+    assert result.deploy is expected
+    assert result.numbers["comparable"] is True
+    assert result.numbers["serving"] == {"emotion_accuracy": serving}
+    if not expected:
+        assert any("worse than serving" in r and r.startswith("FAIL") for r in result.reasons)
+
+
+def test_tolerance_allows_a_small_regression() -> None:
+    kwargs = {"candidate": _metrics(emotion=0.60), "thresholds": {"emotion_accuracy": 0.5}}
+    assert not decide(**kwargs, serving=_metrics(emotion=0.605)).deploy
+    assert decide(**kwargs, serving=_metrics(emotion=0.605), tolerance=0.01).deploy
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"sha": "b" * 64}, "dataset_manifest_sha256"),
+        ({"split": "validation"}, "split"),
+        ({"n": 90}, "num_samples"),
+    ],
+)
+def test_other_data_is_not_compared(change: dict, named: str) -> None:
+    # The serving model scored higher, but on other data: the comparison would be meaningless.
+    serving = _metrics(emotion=0.9, **change)
+    candidate = _metrics(emotion=0.6)
+    lenient = decide(candidate=candidate, thresholds={"emotion_accuracy": 0.5}, serving=serving)
+    assert lenient.deploy
+    assert lenient.numbers["comparable"] is False
+    assert any("other data" in r and named in r and "not compared" in r for r in lenient.reasons)
+    strict = decide(candidate=candidate, thresholds={"emotion_accuracy": 0.5}, serving=serving, on_mismatch="block")
+    assert not strict.deploy
+
+
+def test_evaluation_dataset_hash_wins_over_training_hash() -> None:
+    # Two models trained on different datasets but both evaluated on the same evaluation dataset are comparable.
+    serving = _metrics(emotion=0.65, sha="b" * 64)
+    candidate = _metrics(emotion=0.6)
+    serving["dataset_manifest_sha256"] = candidate["dataset_manifest_sha256"] = "c" * 64
+    result = decide(candidate=candidate, thresholds={"emotion_accuracy": 0.5}, serving=serving)
+    assert result.numbers["comparable"] is True
+    assert not result.deploy
+
+
+def test_unknown_dataset_identity_is_not_compared() -> None:
+    serving, candidate = _metrics(emotion=0.7), _metrics(emotion=0.6)
+    del serving["model"]["dataset_manifest_sha256"]
+    del candidate["model"]["dataset_manifest_sha256"]
+    result = decide(candidate=candidate, thresholds={"emotion_accuracy": 0.5}, serving=serving)
+    assert result.numbers["comparable"] is False
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"thresholds": {}}, "thresholds` is empty"),
+        ({"thresholds": {"emotion_recall": 0.5}}, "unknown gate metric 'emotion_recall'"),
+        ({"thresholds": {"mood_accuracy": 0.5}}, "unknown gate metric 'mood_accuracy'"),
+        ({"thresholds": {"emotion_accuracy": 1.5}}, "must be a number in \\[0, 1\\]"),
+        ({"thresholds": {"emotion_accuracy": 0.5}, "tolerance": -0.1}, "tolerance"),
+        ({"thresholds": {"emotion_accuracy": 0.5}, "on_mismatch": "ignore"}, "on_mismatch"),
+    ],
+)
+def test_bad_configuration_is_refused(kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        decide(candidate=_metrics(emotion=0.6), **kwargs)
+
+
+def test_parse_metric_key_handles_underscored_metrics() -> None:
+    assert parse_metric_key("age_macro_f1") == ("age", "macro_f1")
+    assert parse_metric_key("emotion_accuracy") == ("emotion", "accuracy")
+
+
+def test_decision_is_frozen_and_serialisable() -> None:
+    result = decide(candidate=_metrics(emotion=0.6), thresholds={"emotion_accuracy": 0.5})
+    with pytest.raises(AttributeError):
+        result.deploy = False  # type: ignore[misc]
+    assert json.loads(json.dumps(result.to_dict()))["deploy"] is True
+    with pytest.raises(ConfigError, match="reasons"):
+        GateDecision(deploy=True, reasons=())
+
+
+def test_load_metrics_from_file_and_folder(tmp_path: Path) -> None:
+    data = _metrics(emotion=0.6)
+    (tmp_path / "metrics.json").write_text(json.dumps(data))
+    assert load_metrics(tmp_path) == data
+    assert load_metrics(tmp_path / "metrics.json") == data
+    with pytest.raises(DataError, match="no metrics.json"):
+        load_metrics(tmp_path / "missing")
+    (tmp_path / "bad.json").write_text("[1, 2")
+    with pytest.raises(DataError, match="not valid JSON"):
+        load_metrics(tmp_path / "bad.json")
+
+
+# --- the KFP component, called through .python_func with artifacts in tmp_path ---
+
+
+def _artifacts(tmp_path: Path, candidate: dict):
+    from kfp.dsl import Artifact, Metrics
+
+    metrics_dir = tmp_path / "candidate"
+    metrics_dir.mkdir()
+    (metrics_dir / "metrics.json").write_text(json.dumps(candidate))
+    metrics = Metrics(uri=str(metrics_dir))
+    metrics.path = str(metrics_dir)
+    decision = Artifact(uri=str(tmp_path / "decision"))
+    decision.path = str(tmp_path / "decision")
+    return metrics, decision
+
+
+@pytest.mark.parametrize(
+    ("serving_emotion", "expected"),
+    [(None, True), (0.55, True), (0.7, False)],
+)
+def test_gate_component(tmp_path: Path, serving_emotion: float | None, expected: bool) -> None:
+    from components.gate import gate
+
+    metrics, decision = _artifacts(tmp_path, _metrics(emotion=0.6))
+    serving_uri = ""
+    if serving_emotion is not None:
+        serving_uri = str(tmp_path / "serving.json")
+        Path(serving_uri).write_text(json.dumps(_metrics(emotion=serving_emotion)))
+    result = gate.python_func(
+        candidate_metrics=metrics, decision=decision, min_emotion_accuracy=0.5, serving_metrics_uri=serving_uri
+    )
+    assert result is expected
+    written = json.loads(Path(decision.path).read_text())
+    assert written["deploy"] is expected
+    assert written["numbers"]["candidate"]["emotion_accuracy"] == 0.6
+    assert decision.metadata["deploy"] is expected
+
+
+def test_gate_component_fails_below_threshold(tmp_path: Path) -> None:
+    from components.gate import gate
+
+    metrics, decision = _artifacts(tmp_path, _metrics(emotion=0.3))
+    assert (
+        gate.python_func(candidate_metrics=metrics, decision=decision, min_emotion_accuracy=0.5, serving_metrics_uri="")
+        is False
+    )
+
+
+def test_gate_component_names_a_missing_serving_file(tmp_path: Path) -> None:
+    from components.gate import gate
+
+    metrics, decision = _artifacts(tmp_path, _metrics(emotion=0.6))
+    with pytest.raises(DataError, match="nowhere.json"):
+        gate.python_func(
+            candidate_metrics=metrics,
+            decision=decision,
+            min_emotion_accuracy=0.5,
+            serving_metrics_uri=str(tmp_path / "nowhere.json"),
+        )
