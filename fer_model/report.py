@@ -102,18 +102,34 @@ def _fairness_table(fairness: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _settings(title: str, values: Mapping[str, Any]) -> list[str]:
+    """One settings group as a two-column table (numbers rounded, structures as compact JSON)."""
+    lines = [f"**{title}**", "", "| setting | value |", "| --- | --- |"]
+    for key, value in values.items():
+        shown = f"{value:.4g}" if isinstance(value, float) else json.dumps(value, sort_keys=True)
+        lines.append(f"| {key} | {shown} |")
+    return [*lines, ""]
+
+
 def _model_section(metrics: Mapping[str, Any], model_config: Mapping[str, Any] | None) -> list[str]:
     model = metrics.get("model", {})
     match = model.get("dataset_matches")
     lines = [
+        f"- model: `{model.get('path')}`",
         f"- trained on dataset manifest sha256: `{model.get('dataset_manifest_sha256')}`",
         f"- evaluated dataset is the training dataset: {'yes' if match else 'no' if match is False else 'unknown'}",
         f"- loss weights: {json.dumps(model.get('loss_weights', {}), sort_keys=True)}",
     ]
-    if model_config:
-        for key in ("best_epoch", "validation", "model", "training", "alignment"):
-            if key in model_config:
-                lines.append(f"- {key}: `{json.dumps(model_config[key], sort_keys=True)}`")
+    if not model_config:
+        return lines
+    if "best_epoch" in model_config:
+        # config.json stores a 0-based index; people count epochs from 1.
+        lines.append(f"- best epoch: {int(model_config['best_epoch']) + 1} of {model_config.get('epochs_run', '?')}")
+    lines.append("")
+    for key, title in (("validation", "Validation metrics at the best epoch"), ("model", "Model"),
+                       ("training", "Training"), ("alignment", "Alignment")):
+        if isinstance(model_config.get(key), Mapping) and model_config[key]:
+            lines += _settings(title, model_config[key])
     return lines
 
 

@@ -1,0 +1,191 @@
+"""Evaluation: metrics dict from hand-made arrays, the report, and `evaluate` on real fixture artifacts."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from fer_model.errors import ConfigError, DataError
+from fer_model.evaluation import build_metrics
+from fer_model.report import confusion_png_name, write_report
+from fer_model.tasks import TASK_NAMES, get_task
+
+# Five samples; -1 = unlabelled. Emotion right on samples 0, 1; wrong on 2 and 4; 3 is unlabelled.
+LABELS = {
+    "emotion": np.array([0, 1, 2, -1, 0]),
+    "gender": np.array([0, 0, 1, 1, -1]),
+    "race": np.array([-1, -1, -1, -1, -1]),
+    "age": np.array([2, 2, 2, 3, 4]),
+}
+PREDICTIONS = {"emotion": np.array([0, 1, 0, 1, 1]), "race": np.array([0, 1, 2, 0, 1])}
+
+
+def _valid_png(path):
+    image = cv2.imread(str(path))
+    return image is not None and image.ndim == 3 and min(image.shape[:2]) > 100
+
+
+def test_build_metrics_scores_only_model_tasks_and_counts_unlabelled():
+    m = build_metrics(predictions=PREDICTIONS, labels=LABELS, split="test")
+    assert set(m["tasks"]) == {"emotion", "race"}
+    emotion = m["tasks"]["emotion"]
+    assert (emotion["n_labelled"], emotion["n_unlabelled"]) == (4, 1)
+    assert emotion["accuracy"] == pytest.approx(0.5)
+    assert emotion["classes"] == list(get_task("emotion").classes)
+    assert np.asarray(emotion["confusion_matrix"]).sum() == 4
+    assert m["num_samples"] == 5
+
+
+def test_task_without_labels_is_reported_not_a_crash():
+    race = build_metrics(predictions=PREDICTIONS, labels=LABELS, split="test")["tasks"]["race"]
+    assert race["accuracy"] is None and race["macro_f1"] is None
+    assert (race["n_labelled"], race["n_unlabelled"]) == (0, 5)
+
+
+def test_fairness_by_hand():
+    fairness = build_metrics(predictions=PREDICTIONS, labels=LABELS, split="test")["fairness"]
+    # male: samples 0, 1 (both right); female: sample 2 (wrong), sample 3 has no emotion label.
+    assert fairness["gender"]["male"] == {"n": 2, "emotion_accuracy": 1.0}
+    assert fairness["gender"]["female"] == {"n": 1, "emotion_accuracy": 0.0}
+    assert fairness["gender"]["unsure"] == {"n": 0, "emotion_accuracy": None}
+    # age 20-39: samples 0, 1, 2 -> 2 of 3; 40-69: sample 3 lacks emotion; 70+: sample 4 wrong.
+    assert fairness["age"]["20-39"]["emotion_accuracy"] == pytest.approx(2 / 3)
+    assert fairness["age"]["40-69"]["n"] == 0
+    assert fairness["age"]["70+"] == {"n": 1, "emotion_accuracy": 0.0}
+    assert sum(g["n"] for g in fairness["race"].values()) == 0
+
+
+def test_no_emotion_head_means_no_fairness_table():
+    m = build_metrics(predictions={"race": PREDICTIONS["race"]}, labels=LABELS, split="test")
+    assert m["fairness"] == {}
+
+
+def test_length_mismatch_is_rejected():
+    with pytest.raises(DataError, match="same length"):
+        build_metrics(predictions={"emotion": np.array([0, 1])}, labels=LABELS, split="test")
+
+
+def test_report_embeds_pngs_and_skips_unlabelled_task(tmp_path):
+    m = build_metrics(predictions=PREDICTIONS, labels=LABELS, split="test", model_info={"loss_weights": {"a": 1}})
+    config = {"best_epoch": 3, "epochs_run": 9, "training": {"lr": 0.001}}
+    report = write_report(m, out_dir=tmp_path, model_config=config)
+    text = report.read_text()
+    assert f"]({confusion_png_name('emotion')})" in text
+    assert _valid_png(tmp_path / confusion_png_name("emotion"))
+    # race has no labelled sample: no (meaningless all-zero) plot, and the report says why.
+    assert not (tmp_path / confusion_png_name("race")).exists()
+    assert "race: no labelled samples" in text
+    assert "| gender | male | 2 | 1.000 |" in text
+    assert "best epoch: 4 of 9" in text
+    assert "| lr | 0.001 |" in text
+
+
+# --- evaluate() on the fixture artifacts (a tiny trained model and a prepared sample dataset) ---
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_model_dir, sample_dataset_dir, tmp_path_factory):
+    from fer_model.evaluation import evaluate
+
+    out = tmp_path_factory.mktemp("eval")
+    metrics = evaluate(model_dir=tiny_model_dir, dataset_dir=sample_dataset_dir, out_dir=out, batch_size=7)
+    return metrics, out
+
+
+def test_metrics_json_matches_schema_and_return_value(evaluated, tiny_model_dir):
+    from fer_model.model_artifact import read_model_config
+
+    metrics, out = evaluated
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk == metrics
+    assert {"split", "num_samples", "tasks", "fairness", "model"} <= set(on_disk)
+    assert on_disk["split"] == "test"
+    model_tasks = set(read_model_config(tiny_model_dir)["tasks"])
+    assert set(on_disk["tasks"]) == model_tasks
+    for name, t in on_disk["tasks"].items():
+        assert {"accuracy", "macro_f1", "n_labelled", "n_unlabelled", "classes", "confusion_matrix"} <= set(t)
+        assert t["classes"] == list(get_task(name).classes)
+        assert t["accuracy"] is None or 0.0 <= t["accuracy"] <= 1.0
+    assert {"dataset_manifest_sha256", "loss_weights"} <= set(on_disk["model"])
+
+
+def test_counts_match_the_dataset_manifest(evaluated, sample_dataset_dir):
+    metrics, _ = evaluated
+    manifest = json.loads((sample_dataset_dir / "manifest.json").read_text())
+    counts = manifest["counts"]["test"]
+    assert metrics["num_samples"] == counts["total"]
+    for name, t in metrics["tasks"].items():
+        assert t["n_labelled"] == counts["tasks"][name]["labelled"]
+        assert t["n_unlabelled"] == counts["tasks"][name]["unlabelled"]
+        # Confusion rows are the true-class counts the manifest lists.
+        rows = np.asarray(t["confusion_matrix"]).sum(axis=1).tolist()
+        assert rows == [counts["tasks"][name]["per_class"][c] for c in t["classes"]]
+
+
+def test_fairness_n_add_up(evaluated, sample_dataset_dir):
+    from fer_model.dataset import load_dataset
+
+    metrics, _ = evaluated
+    if "emotion" not in metrics["tasks"]:
+        pytest.skip("fixture model has no emotion head")
+    _, labels = load_dataset(sample_dataset_dir).subset("test")
+    for attribute, groups in metrics["fairness"].items():
+        both = int(((labels["emotion"] != -1) & (labels[attribute] != -1)).sum())
+        assert sum(g["n"] for g in groups.values()) == both
+
+
+def test_model_info_recognises_its_training_dataset(evaluated):
+    metrics, _ = evaluated
+    # The fixture model was trained on the fixture dataset, so the manifest hashes agree.
+    assert metrics["model"]["dataset_matches"] is True
+
+
+def test_pngs_and_report(evaluated):
+    metrics, out = evaluated
+    text = (out / "report.md").read_text()
+    for name, t in metrics["tasks"].items():
+        assert f"| {name} |" in text
+        if t["n_labelled"]:
+            assert _valid_png(out / confusion_png_name(name))
+            assert confusion_png_name(name) in text
+
+
+def test_empty_split_names_split_and_counts(tiny_model_dir, tmp_path):
+    from fer_model.dataset import write_dataset
+    from fer_model.evaluation import evaluate
+
+    n = 4
+    data = write_dataset(
+        tmp_path / "ds",
+        images=np.zeros((n, 50, 50), np.uint8),
+        labels={t: np.zeros(n, np.int8) for t in TASK_NAMES},
+        split=np.zeros(n, np.uint8),
+    )
+    with pytest.raises(DataError, match=r"split 'test'.*empty.*train 4, validation 0, test 0"):
+        evaluate(model_dir=tiny_model_dir, dataset_dir=data, out_dir=tmp_path / "out")
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [({"split": "dev"}, "split"), ({"batch_size": 0}, "batch_size")])
+def test_bad_arguments(tiny_model_dir, sample_dataset_dir, tmp_path, kwargs, match):
+    from fer_model.evaluation import evaluate
+
+    with pytest.raises(ConfigError, match=match):
+        evaluate(model_dir=tiny_model_dir, dataset_dir=sample_dataset_dir, out_dir=tmp_path, **kwargs)
+
+
+def test_evaluate_cli_prints_summary_and_report_path(tiny_model_dir, sample_dataset_dir, tmp_path, capsys):
+    from fer_model.cli import main
+
+    out = tmp_path / "cli_eval"
+    argv = ["evaluate", "--model", str(tiny_model_dir), "--dataset", str(sample_dataset_dir), "--out", str(out),
+            "--split", "validation"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"] == "validation"
+    for name, t in metrics["tasks"].items():
+        assert f"{name}" in printed and f"{t['n_labelled']} labelled" in printed
+    assert f"report: {out}/report.md" in printed
+    assert (out / "report.md").is_file()
+
