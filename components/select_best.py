@@ -1,0 +1,73 @@
+"""KFP component: the study's best loss weights (or the defaults, if nothing completed) and its report."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Output
+
+from components._images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def select_best(
+    study_report: Output[HTML],
+    best: Output[Artifact],
+    storage_url: str,
+    study_name: str,
+    default_loss_weights: str = "",
+) -> str:
+    """Read the finished study; return the best loss weights as a JSON object string.
+
+    Args:
+        study_report: plots.html (optimization history, learning curves, importances, slices), offline.
+        best: A folder with best_params.json and trials.csv; its metadata says where the weights came
+            from (`source`: "study" or "default") and, for the study, the best value and trial.
+        storage_url: The workers' storage URL or journal path (environment variables expanded).
+        study_name: The study.
+        default_loss_weights: JSON {task: weight} returned when no trial completed ("" = the paper's).
+
+    Returns:
+        JSON {task: weight}, ready for the train component's `loss_weights`.
+    """
+    import json
+    import logging
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from fer_model.errors import ConfigError
+    from fer_model.tasks import DEFAULT_LOSS_WEIGHTS
+    from fer_model.tuning import write_study_report
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        defaults = json.loads(default_loss_weights) if default_loss_weights.strip() else dict(DEFAULT_LOSS_WEIGHTS)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"`default_loss_weights` must be JSON like '{{\"emotion\": 2.0}}', got "
+                          f"{default_loss_weights!r}") from e
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"`default_loss_weights` must be a JSON object, got {default_loss_weights!r}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = write_study_report(storage=os.path.expandvars(storage_url), study_name=study_name, out_dir=tmp)
+        Path(study_report.path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / "plots.html", study_report.path)
+        Path(best.path).mkdir(parents=True, exist_ok=True)
+        for name in ("best_params.json", "trials.csv"):
+            shutil.copyfile(out / name, Path(best.path) / name)
+        report = json.loads((out / "best_params.json").read_text())
+
+    best.metadata["n_trials"] = report["n_trials"]
+    best.metadata["states"] = report["states"]
+    best.metadata["objective"] = report["objective"]
+    if report["best"] is None:
+        weights = defaults
+        best.metadata["source"] = "default"
+        best.metadata["note"] = "no trial completed; returning default_loss_weights"
+        logging.getLogger(__name__).warning("study %s has no completed trial; using defaults %s", study_name, weights)
+    else:
+        weights = report["best"]["loss_weights"]
+        best.metadata["source"] = "study"
+        best.metadata["best_value"] = report["best"]["value"]
+        best.metadata["best_trial"] = report["best"]["trial"]
+    best.metadata["loss_weights"] = weights
+    return json.dumps(weights, sort_keys=True)

@@ -1,0 +1,421 @@
+"""fer_model.tuning: shared studies over a journal file, failures, pruning, resume, reports, CLI, components.
+
+Most tests inject a fast trainer (no TensorFlow); `test_fit_trainer_*` and the CLI test really train
+through `fer_model.training.fit` on a tiny in-test dataset.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_model.errors import ConfigError, DataError
+from fer_model.model import ModelConfig
+from fer_model.tasks import TASK_NAMES, TASKS
+from fer_model.training import TrainConfig
+from fer_model.tuning import (
+    NoCompleteTrialError,
+    SearchSpace,
+    TrialResult,
+    TuneConfig,
+    best_params,
+    load_study,
+    run_study,
+    run_workers,
+    write_study_report,
+)
+from fer_model.tuning._storage import open_storage, redact, storage_kind
+from fer_model.tuning.objective import epoch_value, trial_train_config
+
+
+@dataclass(frozen=True)
+class FakeTrainer:
+    """A deterministic stand-in for training: value(epoch) = quality * (epoch + 1) / epochs.
+
+    quality = the emotion weight's share of all loss weights, so the sampled weights alone decide
+    how good a trial is, and a trial with a small share is clearly bad at every epoch.
+    Module-level and frozen so it pickles into spawned worker processes.
+    """
+
+    seconds_per_epoch: float = 0.0
+
+    def __call__(self, *, model_config, train_config, objective, report):
+        weights = train_config.weights_for(model_config.tasks)
+        quality = weights["emotion"] / sum(weights.values())
+        value = math.nan
+        for epoch in range(train_config.epochs):
+            time.sleep(self.seconds_per_epoch)
+            value = quality * (epoch + 1) / train_config.epochs
+            if report(epoch, value):
+                break
+        return TrialResult(value=value, metrics={"quality": quality})
+
+
+class FlakyTrainer(FakeTrainer):
+    """Raises on the given (0-based) calls, like a trial that runs out of memory."""
+
+    def __init__(self, fail_calls: set[int]) -> None:
+        super().__init__()
+        object.__setattr__(self, "_calls", itertools.count())
+        object.__setattr__(self, "_fail_calls", fail_calls)
+
+    def __call__(self, **kwargs):
+        if next(self._calls) in self._fail_calls:
+            raise DataError("simulated out-of-memory in this trial")
+        return super().__call__(**kwargs)
+
+
+def _config(tmp_path: Path, **overrides) -> TuneConfig:
+    fields = {"study_name": "weights", "storage": str(tmp_path / "study.journal"), "n_trials": 4,
+              "epochs": 3, "pruner": "none", "seed": 0}
+    return TuneConfig(**{**fields, **overrides})
+
+
+def _states(config: TuneConfig) -> list[str]:
+    return [t.state.name for t in load_study(storage=config.storage, study_name=config.study_name).trials]
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"loss_weights": {"emotion": (0.0, 1.0)}}, r"loss_weights\['emotion'\].*0 < low < high"),
+        ({"loss_weights": {"emotion": (2.0, 1.0)}}, r"0 < low < high"),
+        ({"loss_weights": {"valence": (0.1, 1.0)}}, r"unknown task.*valence"),
+        ({"learning_rate": (1e-3,)}, r"`learning_rate` must be a \(low, high\) pair"),
+        ({"batch_sizes": (32, 0)}, r"`batch_sizes` must hold ints >= 1"),
+        ({"batch_sizes": (32, 32)}, r"duplicates"),
+    ],
+)
+def test_search_space_rejects_bad_ranges(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        SearchSpace(**kwargs)
+
+
+def test_search_space_fills_default_ranges():
+    space = SearchSpace(loss_weights={"age": (1.0, 8.0)})
+    assert space.weight_range("age") == (1.0, 8.0)
+    assert all(space.weight_range(t) == (0.05, 10.0) for t in TASK_NAMES if t != "age")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"study_name": "bad name!"}, r"`study_name`"),
+        ({"storage": " "}, r"`storage` must be"),
+        ({"n_trials": 0}, r"`n_trials` must be an int >= 1"),
+        ({"epochs": 1.5}, r"`epochs` must be an int"),
+        ({"objective": "loss"}, r"`objective` must be one of"),
+        ({"pruner": "asha"}, r"`pruner` must be one of"),
+        ({"timeout": -1}, r"`timeout`"),
+        ({"heartbeat_interval": 60, "grace_period": 30}, r"`grace_period`.*must exceed"),
+    ],
+)
+def test_tune_config_rejects_bad_values(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        TuneConfig(**{"study_name": "s", "storage": "x.journal", **kwargs})
+
+
+def test_storage_kinds_and_redaction(tmp_path):
+    assert storage_kind(str(tmp_path / "a.journal")) == "journal"
+    assert storage_kind("postgresql://u:p@h:5432/db") == "postgresql"
+    assert redact("postgresql://optuna:s3cr3t@db:5432/optuna") == "postgresql://optuna:***@db:5432/optuna"
+    with pytest.raises(ConfigError, match=r"'mysql' is not supported"):
+        storage_kind("mysql://u:p@h/db")
+    with pytest.raises(ConfigError, match=r"write postgresql://"):
+        storage_kind("postgres://u:p@h/db")
+    with pytest.raises(ConfigError, match=r"is a folder"):
+        open_storage(str(tmp_path))
+
+
+def test_trial_train_config_overrides_weights_epochs_and_lr():
+    base = TrainConfig(epochs=100, learning_rate=3e-4, verbose=2)
+    params = {"loss_weight_emotion": 3.0, "loss_weight_age": 0.5, "learning_rate": 1e-3, "batch_size": 64}
+    config = trial_train_config(base, params, epochs=2)
+    assert config.loss_weights == {"emotion": 3.0, "gender": 0.1, "race": 1.5, "age": 0.5}
+    assert (config.epochs, config.learning_rate, config.batch_size, config.verbose) == (2, 1e-3, 64, 0)
+
+
+# --- objective values ---------------------------------------------------------------------
+
+
+def test_weighted_mean_pools_accuracy_over_labelled_pairs():
+    labels = {"emotion": np.array([0, 1, 2, 3]), "gender": np.array([0, -1, -1, -1]),
+              "race": np.array([-1, -1, -1, -1]), "age": np.array([1, 2, -1, -1])}
+    logs = {"val_emotion_accuracy": 0.5, "val_gender_accuracy": 1.0, "val_race_accuracy": 0.0,
+            "val_age_accuracy": 0.25}
+    # 4 emotion labels at 0.5, 1 gender at 1.0, 2 age at 0.25; race has no labels and must not count.
+    expected = (4 * 0.5 + 1 * 1.0 + 2 * 0.25) / 7
+    assert epoch_value("weighted_mean", logs=logs, val_labels=labels) == pytest.approx(expected)
+    assert epoch_value("emotion_accuracy", logs=logs, val_labels=labels) == 0.5
+
+
+def test_macro_f1_comes_from_predictions():
+    labels = {"emotion": np.array([0, 0, 1, 1, -1])}
+    # Class 0: P=1/1, R=1/2 -> F1 2/3. Class 1: P=2/3, R=2/2 -> F1 0.8. Unlabelled sample ignored.
+    predictions = np.array([0, 1, 1, 1, 5])
+    value = epoch_value("emotion_macro_f1", logs={}, val_labels=labels, predict_emotion=lambda: predictions)
+    assert value == pytest.approx((2 / 3 + 0.8) / 2)
+
+
+def test_missing_log_key_is_a_clear_error():
+    with pytest.raises(ConfigError, match=r"lack 'val_emotion_accuracy'"):
+        epoch_value("emotion_accuracy", logs={"val_loss": 1.0}, val_labels={})
+
+
+# --- studies with an injected trainer -------------------------------------------------------
+
+
+def test_parallel_workers_share_one_journal_and_stop_at_exactly_n(tmp_path):
+    # 7 trials over 2 workers: an odd target makes an overshoot likely if claiming were not atomic.
+    config = _config(tmp_path, n_trials=7, epochs=3)
+    summaries = run_workers(workers=2, dataset_dir=None, tune_config=config,
+                            trainer=FakeTrainer(seconds_per_epoch=0.15))
+    study = load_study(storage=config.storage, study_name=config.study_name)
+    numbers = [t.number for t in study.trials]
+    assert sorted(numbers) == list(range(7))  # exactly 7, no duplicate numbers
+    assert {t.state.name for t in study.trials} == {"COMPLETE"}
+    assert sum(s.trials_run for s in summaries) == 7
+    assert {t.user_attrs["worker"] for t in study.trials} == {0, 1}  # both really worked
+    # Seeds differ per worker, so no two trials drew the same point.
+    points = {tuple(sorted(t.params.items())) for t in study.trials}
+    assert len(points) == 7
+
+
+def test_failing_trial_is_recorded_and_the_study_goes_on(tmp_path):
+    config = _config(tmp_path, n_trials=4)
+    summary = run_study(dataset_dir=None, tune_config=config, trainer=FlakyTrainer({1}))
+    assert _states(config) == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    failed = load_study(storage=config.storage, study_name=config.study_name).trials[1]
+    assert failed.user_attrs["fail_reason"] == "DataError: simulated out-of-memory in this trial"
+    assert summary.states == {"COMPLETE": 3, "FAIL": 1}
+    assert summary.best_trial in (0, 2, 3)
+
+
+def test_median_pruner_stops_clearly_bad_trials(tmp_path):
+    config = _config(tmp_path, n_trials=12, epochs=4, pruner="median", pruner_startup_trials=2,
+                     pruner_warmup_epochs=0)
+    summary = run_study(dataset_dir=None, tune_config=config, trainer=FakeTrainer())
+    study = load_study(storage=config.storage, study_name=config.study_name)
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert pruned, "a seeded run with widely spread weights must prune something"
+    best_quality = max(t.user_attrs["metrics"]["quality"] for t in complete)
+    for t in pruned:
+        weights = {k.removeprefix("loss_weight_"): v for k, v in t.params.items()}
+        assert weights["emotion"] / sum(weights.values()) < best_quality  # pruned trials were worse
+        assert t.user_attrs["epochs_trained"] < config.epochs  # and stopped early
+    assert summary.epochs_trained < config.n_trials * config.epochs
+
+
+def test_rerun_resumes_the_same_study(tmp_path):
+    first = run_study(dataset_dir=None, tune_config=_config(tmp_path, n_trials=3), trainer=FakeTrainer())
+    before = load_study(storage=str(tmp_path / "study.journal"), study_name="weights").trials
+    again = run_study(dataset_dir=None, tune_config=_config(tmp_path, n_trials=3), trainer=FakeTrainer())
+    more = run_study(dataset_dir=None, tune_config=_config(tmp_path, n_trials=5), trainer=FakeTrainer())
+    after = load_study(storage=str(tmp_path / "study.journal"), study_name="weights").trials
+    assert (first.trials_run, again.trials_run, more.trials_run) == (3, 0, 2)
+    assert [t.number for t in after] == [0, 1, 2, 3, 4]
+    assert [t.params for t in after[:3]] == [t.params for t in before]  # the first three kept
+    assert more.n_trials == 5
+
+
+def test_per_call_cap_limits_this_worker_only(tmp_path):
+    summary = run_study(dataset_dir=None, tune_config=_config(tmp_path, n_trials=5), trainer=FakeTrainer(),
+                        n_trials=2)
+    assert (summary.trials_run, summary.n_trials) == (2, 2)
+
+
+def test_resuming_with_another_objective_is_refused(tmp_path):
+    run_study(dataset_dir=None, tune_config=_config(tmp_path, n_trials=1), trainer=FakeTrainer())
+    with pytest.raises(ConfigError, match=r"started with objective='emotion_accuracy'.*--objective"):
+        run_study(dataset_dir=None, tune_config=_config(tmp_path, n_trials=2, objective="weighted_mean"),
+                  trainer=FakeTrainer())
+
+
+def test_progress_lines_name_trial_state_value_and_best(tmp_path):
+    lines: list[str] = []
+    run_study(dataset_dir=None, tune_config=_config(tmp_path, n_trials=2), trainer=FlakyTrainer({1}),
+              on_trial=lines.append)
+    assert len(lines) == 2
+    assert lines[0].startswith("trial   0 COMPLETE value=") and "emotion=" in lines[0]
+    assert "best=" in lines[0] and "(trial 0)" in lines[0]
+    assert lines[1].startswith("trial   1 FAIL") and "error=DataError" in lines[1]
+
+
+def test_bad_dataset_fails_once_before_any_trial(tmp_path):
+    from fer_model.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match=r"manifest.json is missing"):
+        run_study(dataset_dir=tmp_path / "nope", tune_config=_config(tmp_path))
+    assert not (tmp_path / "study.journal").exists()
+
+
+# --- reading results ----------------------------------------------------------------------
+
+
+def test_best_params_and_report_files(tmp_path):
+    config = _config(tmp_path, n_trials=5)
+    run_study(dataset_dir=None, tune_config=config, trainer=FlakyTrainer({2}))
+    study = load_study(storage=config.storage, study_name=config.study_name)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    best_trial = max(complete, key=lambda t: t.value)
+
+    best = best_params(storage=config.storage, study_name="weights")
+    assert set(best) == {"loss_weights"}
+    assert best["loss_weights"] == {t: best_trial.params[f"loss_weight_{t}"] for t in TASK_NAMES}
+
+    out = write_study_report(storage=config.storage, study_name="weights", out_dir=tmp_path / "report")
+    report = json.loads((out / "best_params.json").read_text())
+    assert report["best"]["trial"] == best_trial.number
+    assert report["best"]["value"] == pytest.approx(best_trial.value)
+    assert report["best"]["loss_weights"] == best["loss_weights"]
+    assert sum(report["states"].values()) == report["n_trials"] == 5
+    with open(out / "trials.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["state"] for r in rows] == [t.state.name for t in study.trials]
+    assert rows[2]["fail_reason"].startswith("DataError")
+    assert float(rows[best_trial.number]["value"]) == pytest.approx(best_trial.value)
+    page = (out / "plots.html").read_text()
+    # plotly.js is inlined (no <script src=...>), so the page renders without internet access.
+    assert "<script src=" not in page and len(page) > 1_000_000
+    assert page.count("Plotly.newPlot") >= 4 and "<h2>Parameter importances</h2>" in page
+
+
+def test_report_with_one_complete_trial_skips_importances(tmp_path):
+    config = _config(tmp_path, n_trials=1)
+    run_study(dataset_dir=None, tune_config=config, trainer=FakeTrainer())
+    out = write_study_report(storage=config.storage, study_name="weights", out_dir=tmp_path / "r")
+    assert "Skipped: needs at least 2 completed trials, the study has 1." in (out / "plots.html").read_text()
+
+
+def test_no_complete_trial_means_no_best(tmp_path):
+    config = _config(tmp_path, n_trials=2)
+    run_study(dataset_dir=None, tune_config=config, trainer=FlakyTrainer({0, 1}))
+    with pytest.raises(NoCompleteTrialError, match=r"no completed trial"):
+        best_params(storage=config.storage, study_name="weights")
+    out = write_study_report(storage=config.storage, study_name="weights", out_dir=tmp_path / "r")
+    assert json.loads((out / "best_params.json").read_text())["best"] is None
+
+
+def test_unknown_study_and_missing_journal_are_clear_errors(tmp_path):
+    config = _config(tmp_path, n_trials=1)
+    run_study(dataset_dir=None, tune_config=config, trainer=FakeTrainer())
+    with pytest.raises(ConfigError, match=r"has no study 'other'; it has \['weights'\]"):
+        best_params(storage=config.storage, study_name="other")
+    with pytest.raises(ConfigError, match=r"does not exist"):
+        best_params(storage=str(tmp_path / "missing.journal"), study_name="weights")
+
+
+# --- components ---------------------------------------------------------------------------
+
+
+def _artifact(kind, path: Path):
+    artifact = kind(uri=str(path))
+    artifact.path = str(path)  # `.path` follows the URI under KFP; set it directly outside a pipeline
+    return artifact
+
+
+def test_select_best_returns_study_weights(tmp_path):
+    from kfp.dsl import HTML, Artifact
+
+    from components.select_best import select_best
+
+    config = _config(tmp_path, n_trials=3)
+    run_study(dataset_dir=None, tune_config=config, trainer=FakeTrainer())
+    report, best = _artifact(HTML, tmp_path / "report.html"), _artifact(Artifact, tmp_path / "best")
+    weights = json.loads(select_best.python_func(
+        study_report=report, best=best, storage_url=config.storage, study_name="weights", default_loss_weights=""))
+    assert weights == best_params(storage=config.storage, study_name="weights")["loss_weights"]
+    assert best.metadata["source"] == "study" and best.metadata["n_trials"] == 3
+    assert (tmp_path / "best" / "trials.csv").is_file() and "Plotly" in (tmp_path / "report.html").read_text()
+
+
+def test_select_best_falls_back_to_defaults_and_says_so(tmp_path):
+    from kfp.dsl import HTML, Artifact
+
+    from components.select_best import select_best
+
+    config = _config(tmp_path, n_trials=1)
+    run_study(dataset_dir=None, tune_config=config, trainer=FlakyTrainer({0}))
+    best = _artifact(Artifact, tmp_path / "best")
+    out = select_best.python_func(study_report=_artifact(HTML, tmp_path / "r.html"), best=best,
+                                  storage_url=config.storage, study_name="weights",
+                                  default_loss_weights='{"emotion": 2.0, "age": 4.0}')
+    assert json.loads(out) == {"emotion": 2.0, "age": 4.0}
+    assert best.metadata["source"] == "default" and "no trial completed" in best.metadata["note"]
+
+
+def test_select_best_rejects_malformed_defaults(tmp_path):
+    from kfp.dsl import HTML, Artifact
+
+    from components.select_best import select_best
+
+    with pytest.raises(ConfigError, match=r"`default_loss_weights` must be JSON"):
+        select_best.python_func(study_report=_artifact(HTML, tmp_path / "r.html"),
+                                best=_artifact(Artifact, tmp_path / "b"), storage_url=str(tmp_path / "j"),
+                                study_name="weights", default_loss_weights="emotion=2")
+
+
+# --- real training through fit --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """48 random 50x50 faces with every task labelled: 32 train, 16 validation."""
+    from fer_model.dataset import write_dataset
+
+    rng = np.random.default_rng(0)
+    n = 48
+    labels = {t.name: rng.integers(0, t.num_classes, n) for t in TASKS}
+    split = np.array([0] * 32 + [1] * 16)
+    return write_dataset(tmp_path_factory.mktemp("tune") / "dataset",
+                         images=rng.integers(0, 256, (n, 50, 50), dtype=np.uint8), labels=labels, split=split)
+
+
+@pytest.mark.slow
+def test_fit_trainer_trains_and_returns_validation_accuracy(tmp_path, tiny_dataset):
+    config = _config(tmp_path, n_trials=2, epochs=2, objective="emotion_accuracy")
+    summary = run_study(dataset_dir=tiny_dataset, tune_config=config, model_config=ModelConfig(width=0.125),
+                        train_config=TrainConfig(batch_size=16))
+    study = load_study(storage=config.storage, study_name="weights")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    for t in study.trials:
+        # The objective is exactly Keras's masked validation accuracy at fit's best epoch.
+        assert t.value == pytest.approx(t.user_attrs["metrics"]["val_emotion_accuracy"])
+        assert t.user_attrs["epochs_trained"] == 2 and 0 <= t.value <= 1
+    assert summary.epochs_trained == 4
+
+
+@pytest.mark.slow
+def test_cli_tune_with_macro_f1_writes_report(tmp_path, tiny_dataset, capsys):
+    from fer_model.cli import main
+
+    storage = tmp_path / "cli.journal"
+    code = main(["tune", "--dataset", str(tiny_dataset), "--storage", str(storage), "--study", "cli",
+                 "--trials", "2", "--epochs", "1", "--width", "0.125", "--batch-size", "16",
+                 "--objective", "emotion_macro_f1", "--pruner", "none", "--out", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert printed.count("COMPLETE value=") == 2 and "best emotion_macro_f1=" in printed
+    report = json.loads((tmp_path / "out" / "best_params.json").read_text())
+    assert report["objective"] == "emotion_macro_f1" and report["states"] == {"COMPLETE": 2}
+    assert 0.0 <= report["best"]["value"] <= 1.0
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from fer_model.cli import main
+
+    code = main(["tune", "--dataset", str(tmp_path), "--storage", "mysql://x/y", "--study", "s"])
+    assert code == 2
+    assert "mysql" in capsys.readouterr().err
