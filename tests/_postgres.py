@@ -80,7 +80,11 @@ def postgres_server(*, database: str = "optuna", user: str = "optuna") -> Iterat
     pwfile.write_text(password + "\n")
     socket_dir.mkdir()
     if as_root:
-        entry = pwd.getpwnam(_SERVER_USER)
+        try:
+            entry = pwd.getpwnam(_SERVER_USER)
+        except KeyError:
+            raise RuntimeError(f"running as root needs a {_SERVER_USER!r} user to run the server as "
+                               "(Debian's postgresql package creates it)") from None
         for path in (root, socket_dir, pwfile):
             os.chown(path, entry.pw_uid, entry.pw_gid)
     os.chmod(root, 0o700)
