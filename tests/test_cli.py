@@ -4,6 +4,7 @@ Run in-process through `fer_model.cli.main` (fast); one subprocess test covers t
 None of these cases trains a model: the artifacts are small hand-made folders.
 """
 
+import argparse
 import json
 import re
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_model.cli import main
+from fer_model.cli import build_parser, main
 from fer_model.dataset import write_dataset
 from fer_model.tasks import TASK_NAMES, get_task
 
@@ -44,7 +45,7 @@ def _write_dataset(path, splits):
 def paths(tmp_path_factory):
     """Named inputs the error cases point at: each is wrong in exactly one way."""
     root = tmp_path_factory.mktemp("cli")
-    p = {"missing": root / "does_not_exist", "out": root / "out"}
+    p = {"missing": root / "does_not_exist", "out": root / "out", "journal": root / "study.journal"}
     p["dataset"] = _write_dataset(root / "dataset", [0, 1, 2, 2])
     p["train_only"] = _write_dataset(root / "train_only", [0, 0, 0])
     # A model folder whose config.json is fine but whose model.keras is not a Keras file.
@@ -104,6 +105,32 @@ FER_ERRORS = {
     "train-bad-tasks": ("train --dataset {dataset} --out {out} --tasks emotion,mood", "unknown task"),
     "train-bad-loss-weights": ("train --dataset {dataset} --out {out} --loss-weights emotion=x", "not a number"),
     "train-bad-width": ("train --dataset {dataset} --out {out} --width -1", "`width` must be > 0"),
+    "sample-data-too-few": ("sample-data --out {out} --n 0", "`n` must be"),
+    "prepare-unknown-kind": ("prepare --source bogus:{missing} --out {out}", "unknown source kind 'bogus'"),
+    "prepare-no-kind": ("prepare --source {missing} --out {out}", "must look like KIND:PATH"),
+    "prepare-missing-source": ("prepare --source fer2013-csv:{missing} --out {out}", "does not exist"),
+    "prepare-workers": ("prepare --source rafdb:{missing} --out {out} --workers 0", "--workers must be >= 1"),
+    "tune-missing-dataset": ("tune --dataset {missing} --study s --trials 1 --storage {journal}",
+                             "manifest.json is missing"),
+    "tune-zero-trials": ("tune --dataset {dataset} --study s --trials 0 --storage {journal}", "n_trials"),
+    "tune-bad-storage": ("tune --dataset {dataset} --study s --storage bogus://x", "scheme 'bogus' is not supported"),
+    "serve-missing-model": ("serve --model {missing}", "does not exist"),
+    "serve-dataset-as-model": ("serve --model {dataset}", "not a model artifact"),
+    "serve-max-body": ("serve --model {corrupt_model} --max-body-mb 0", "--max-body-mb must be > 0"),
+    "pipeline-run-not-local": ("pipeline run --out {out}", "add --local"),
+    "pipeline-run-bad-param": ("pipeline run --local -p foo --out {out}", "NAME=VALUE"),
+    "pipeline-submit-no-host": ("pipeline submit", "--host is required"),
+    "pipeline-compile-unwritable": pytest.param(
+        "pipeline compile --out {garbage_jpg}/pipeline.yaml", "garbage.jpg",
+        marks=pytest.mark.xfail(strict=True, reason="fer_model/cli/pipeline.py lets FileExistsError escape"),
+    ),
+    "demo-bad-param": ("demo -p foo --out {out}", "NAME=VALUE"),
+    "experiment-unknown-run": ("experiment run --dataset {dataset} --out {out} --runs bogus", "unknown run"),
+    "experiment-tuned-without-params": ("experiment run --dataset {dataset} --out {out} --runs multi_task_tuned",
+                                        "needs --tuned"),
+    "experiment-missing-tuned": ("experiment run --dataset {dataset} --out {out} --tuned {missing}",
+                                 "cannot read best parameters"),
+    "experiment-table-no-results": ("experiment table --out {missing}", "no result.json"),
 }
 
 ARGPARSE_ERRORS = {
@@ -117,13 +144,44 @@ ARGPARSE_ERRORS = {
     "predict-no-image": ("predict", "IMAGE"),
     "predict-max-faces-not-int": ("predict {garbage_jpg} --max-faces many", "invalid int"),
     "train-no-out": ("train --dataset {dataset}", "--out"),
+    "prepare-no-source": ("prepare --out {out}", "--source"),
+    "tune-no-storage": ("tune --dataset {dataset} --study s", "--storage"),
+    "serve-bad-port": ("serve --model {missing} --port x", "invalid int"),
+    "pipeline-no-action": ("pipeline", "ACTION"),
+    "demo-bad-seed": ("demo --seed x", "invalid int"),
+    "sample-data-no-out": ("sample-data", "--out"),
+    "experiment-no-action": ("experiment", "required"),
 }
 
 
+def _commands():
+    """Subcommand names the CLI registers now."""
+    parser = build_parser()
+    return set(next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices)
+
+
 def _argv(template, paths):
-    return [arg.format(**{k: str(v) for k, v in paths.items()}) for arg in template.split()]
+    argv = [arg.format(**{k: str(v) for k, v in paths.items()}) for arg in template.split()]
+    # Cases for a command another module has not registered yet are skipped, not failed.
+    if argv[0] != "frobnicate" and argv[0] not in _commands():
+        pytest.skip(f"`fer-mtl {argv[0]}` is not registered")
+    return argv
 
 
+@pytest.fixture(autouse=True)
+def _no_cluster_env(monkeypatch):
+    # `pipeline submit` falls back to this variable; the error case needs it unset.
+    monkeypatch.delenv("KF_PIPELINES_ENDPOINT", raising=False)
+
+
+def test_every_command_has_error_cases():
+    cases = (*FER_ERRORS.values(), *ARGPARSE_ERRORS.values())
+    # A case is (template, match) or a pytest.param carrying them in `.values`.
+    covered = {getattr(case, "values", case)[0].split()[0] for case in cases}
+    assert _commands() <= covered, f"add error cases for {sorted(_commands() - covered)}"
+
+
+@pytest.mark.timeout(120)  # a case whose check regressed must not start a server or a long run
 @pytest.mark.parametrize(("template", "match"), FER_ERRORS.values(), ids=FER_ERRORS.keys())
 def test_fer_errors_are_one_line_exit_2(template, match, paths, capsys):
     argv = _argv(template, paths)
@@ -133,7 +191,9 @@ def test_fer_errors_are_one_line_exit_2(template, match, paths, capsys):
     assert len(lines) == 1, captured.err
     assert lines[0].startswith(f"fer-mtl {argv[0]}: error: ")
     assert re.search(match, lines[0]), lines[0]
-    assert captured.out == ""
+    assert "Traceback" not in captured.err
+    if argv[0] in ("evaluate", "predict"):
+        assert captured.out == ""  # no partial JSON or summary before the error
 
 
 @pytest.mark.parametrize(("template", "match"), ARGPARSE_ERRORS.values(), ids=ARGPARSE_ERRORS.keys())
