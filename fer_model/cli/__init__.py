@@ -11,16 +11,35 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from fer_model import __version__
 from fer_model.errors import FerError
 
 # Subcommand modules under fer_model/cli/, in the order `--help` lists them.
-_COMMANDS: tuple[str, ...] = ("sample_data", "prepare", "train", "evaluate", "predict", "tune")
+_COMMANDS: tuple[str, ...] = (
+    "sample_data",
+    "prepare",
+    "train",
+    "evaluate",
+    "predict",
+    "tune",
+    "pipeline",
+    "demo",
+    "serve",
+    "experiment",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (exit 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fer-mtl", description="Multi-task facial emotion recognition: data, training, tuning, serving."
     )
     parser.add_argument("--version", action="version", version=f"fer-mtl {__version__}")

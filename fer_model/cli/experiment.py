@@ -1,0 +1,81 @@
+"""`fer-mtl experiment`: the paper's single-task vs multi-task comparison, as a results table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from fer_model.errors import ConfigError
+
+_RUN_NAMES = ("single_task", "multi_task", "multi_task_tuned")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `experiment run` and `experiment table`."""
+    parser = subparsers.add_parser(
+        "experiment", help="single-task vs multi-task comparison on one dataset artifact",
+        description="Train and score the paper's comparison runs; gather their results into a table.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    run = actions.add_parser("run", help="train and evaluate one or more runs")
+    run.add_argument("--dataset", required=True, help="dataset artifact (e.g. FER2013 + UTKFace prepared together)")
+    run.add_argument("--out", required=True, help="results folder; each run writes <out>/<run>/")
+    run.add_argument("--runs", default="single_task,multi_task",
+                     help=f"comma-separated, from {','.join(_RUN_NAMES)} (default: %(default)s)")
+    run.add_argument("--tuned", help="best_params.json from `fer-mtl tune` (needed by multi_task_tuned)")
+    run.add_argument("--width", type=float, default=1.0, help="width multiplier (default: the paper's 1.0)")
+    run.add_argument("--epochs", type=int, default=100, help="maximum epochs (default: %(default)s)")
+    run.add_argument("--batch-size", type=int, default=32, help="batch size (default: %(default)s)")
+    run.add_argument("--augment", action="store_true", help="in-model augmentation (not in the paper's recipe)")
+    run.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing (paper: 0)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--time-limit", type=float, help="stop each run after this many seconds (best weights kept)")
+    run.add_argument("--machine", help="label recorded with every figure (default: host name)")
+    run.set_defaults(func=_run)
+    table = actions.add_parser("table", help="gather <out>/*/result.json into results.md and results.json")
+    table.add_argument("--out", required=True, help="results folder")
+    table.set_defaults(func=_table)
+
+
+def _tuned_weights(path: str | None) -> dict[str, float] | None:
+    if path is None:
+        return None
+    try:
+        params = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--tuned {path}: cannot read best parameters: {e}") from e
+    weights = params.get("loss_weights", params)
+    if not isinstance(weights, dict) or not weights:
+        raise ConfigError(f"--tuned {path}: expected a `loss_weights` mapping task -> weight")
+    return {str(k): float(v) for k, v in weights.items()}
+
+
+def _run(args: argparse.Namespace) -> int:
+    from fer_model.experiment import Recipe, run_one, standard_runs, write_results_table
+
+    names = [n.strip() for n in args.runs.split(",") if n.strip()]
+    unknown = [n for n in names if n not in _RUN_NAMES]
+    if unknown or not names:
+        raise ConfigError(f"--runs has unknown run(s) {unknown}; expected some of {','.join(_RUN_NAMES)}")
+    if "multi_task_tuned" in names and not args.tuned:
+        raise ConfigError("--runs multi_task_tuned needs --tuned best_params.json (from `fer-mtl tune`)")
+    recipe = Recipe(width=args.width, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                    augment=args.augment, label_smoothing=args.label_smoothing,
+                    tuned_loss_weights=_tuned_weights(args.tuned))
+    specs = {s.name: s for s in standard_runs(recipe)}
+    for name in names:
+        run_one(specs[name], dataset_dir=args.dataset, out_dir=args.out, time_limit_s=args.time_limit,
+                machine=args.machine)
+    md, _ = write_results_table(args.out)
+    print(md.read_text())
+    return 0
+
+
+def _table(args: argparse.Namespace) -> int:
+    from fer_model.experiment import write_results_table
+
+    md, js = write_results_table(args.out)
+    print(md.read_text())
+    print(f"written: {md} and {js}")
+    return 0
