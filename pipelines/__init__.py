@@ -1,0 +1,1 @@
+"""Kubeflow pipelines wiring the components in `components/` into DAGs."""

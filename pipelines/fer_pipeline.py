@@ -1,0 +1,239 @@
+"""The fer-mtl training pipeline: one KFP v2 DAG from sources to a deployed InferenceService.
+
+    prepare -> worker_indices -> ParallelFor(tune_worker) -> select_best
+            -> train (GPU) -> evaluate -> gate -> If(deploy and passed) -> deploy
+
+The same DAG compiles for a cluster (`fer-mtl pipeline compile`) and runs locally under
+`kfp.local.SubprocessRunner(use_venv=False)` (`fer-mtl pipeline run --local`). Images are chosen
+when the pipeline is built (`build_pipeline(images=...)`), so a compile can point every task at
+another registry without anything reading the environment at import time.
+"""
+
+# No `from __future__ import annotations`: KFP reads the pipeline signature's real types.
+import logging
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from kfp import dsl
+
+from components import deploy, evaluate, gate, prepare, select_best, train, tune_worker, worker_indices
+from components._images import CPU_IMAGE, GPU_IMAGE, PREDICTOR_IMAGE
+from fer_model.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_NAME = "fer-mtl"
+
+
+@dataclass(frozen=True)
+class PipelineImages:
+    """Container images per role: `cpu` for most steps, `gpu` for training, `predictor` for serving."""
+
+    cpu: str = CPU_IMAGE
+    gpu: str = GPU_IMAGE
+    predictor: str = PREDICTOR_IMAGE
+
+    def __post_init__(self) -> None:
+        for role in ("cpu", "gpu", "predictor"):
+            image = getattr(self, role)
+            if not isinstance(image, str) or not image or any(c.isspace() for c in image) or ":" not in image:
+                raise ConfigError(f"`{role}` image must be a pinned reference like REGISTRY/NAME:TAG, got {image!r}")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Kubernetes requests and limits of one task (CPU in cores, memory with a unit, e.g. "4G")."""
+
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+
+
+# Sized for the paper-width model on FER2013 + RAF-DB (~45k faces): prepare and evaluation are
+# bounded by alignment and inference over the whole set; train holds the arrays (~110 MB) plus TF.
+DEFAULT_RESOURCES: MappingProxyType[str, Resources] = MappingProxyType(
+    {
+        "prepare": Resources("2", "4", "4G", "8G"),
+        "worker-indices": Resources("100m", "500m", "256M", "512M"),
+        "tune-worker": Resources("4", "8", "8G", "16G"),
+        "select-best": Resources("500m", "1", "1G", "2G"),
+        "train": Resources("4", "8", "16G", "32G"),
+        "evaluate": Resources("2", "4", "4G", "8G"),
+        "gate": Resources("250m", "1", "512M", "1G"),
+        "deploy": Resources("250m", "1", "512M", "1G"),
+    }
+)
+
+
+@dataclass(frozen=True)
+class TaskPolicy:
+    """How each task is retried: transient failures (node pre-emption, registry or storage
+    hiccups) get `retries` more tries with exponential backoff from `backoff`."""
+
+    retries: int = 2
+    backoff: str = "30s"
+    backoff_factor: float = 2.0
+    backoff_max: str = "3600s"
+    resources: MappingProxyType[str, Resources] = field(default_factory=lambda: DEFAULT_RESOURCES)
+
+    def __post_init__(self) -> None:
+        if self.retries < 0:
+            raise ConfigError(f"`retries` must be >= 0, got {self.retries}")
+        if self.backoff_factor < 1:
+            raise ConfigError(f"`backoff_factor` must be >= 1, got {self.backoff_factor}")
+
+
+def _configure(task: Any, key: str, *, image: str, policy: TaskPolicy, cache: bool = True) -> Any:
+    """Apply the image, resources, retry and caching policy of `key` to one task."""
+    res = policy.resources[key]
+    task.set_container_image(image)
+    task.set_cpu_request(res.cpu_request).set_cpu_limit(res.cpu_limit)
+    task.set_memory_request(res.memory_request).set_memory_limit(res.memory_limit)
+    if policy.retries:
+        task.set_retry(
+            num_retries=policy.retries,
+            backoff_duration=policy.backoff,
+            backoff_factor=policy.backoff_factor,
+            backoff_max_duration=policy.backoff_max,
+        )
+    task.set_caching_options(cache)
+    return task
+
+
+def build_pipeline(*, images: PipelineImages | None = None, policy: TaskPolicy | None = None) -> Any:
+    """Build the fer-mtl pipeline (a KFP GraphComponent) with the given images and task policy."""
+    images = images or PipelineImages()
+    policy = policy or TaskPolicy()
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Multi-task facial emotion CNN (arXiv 2110.15028): prepare, tune loss weights, train on a "
+        "GPU, evaluate, gate and deploy to KServe.",
+    )
+    def fer_pipeline(
+        sources: str = "",
+        sample_n: int = 0,
+        align: bool = True,
+        split_mode: str = "official",
+        limit: int = 0,
+        prepare_workers: int = 4,
+        seed: int = 0,
+        epochs: int = 100,
+        batch_size: int = 32,
+        learning_rate: float = 3e-4,
+        width: float = 1.0,
+        augment: bool = False,
+        mixed_precision: bool = False,
+        early_stopping_patience: int = 12,
+        loss_weights: str = '{"emotion": 2.0, "gender": 0.1, "race": 1.5, "age": 4.0}',
+        tune_trials: int = 20,
+        tune_workers: int = 2,
+        tune_epochs: int = 15,
+        tune_width: float = 0.5,
+        tuning_storage: str = "",
+        eval_split: str = "test",
+        min_emotion_accuracy: float = 0.6,
+        serving_metrics_uri: str = "",
+        deploy_model: bool = False,
+        service_name: str = "fer-mtl",
+        service_namespace: str = "kubeflow-user-example-com",
+        canary_traffic_percent: int = 10,
+        deploy_dry_run: bool = False,
+    ) -> None:
+        """Parameters: `sources` comma-separated KIND:PATH (PATH local or gs://); `sample_n` > 0
+        adds that many generated faces; `loss_weights` JSON {task: weight}, used when no tuning
+        trial completes; `tune_trials` study-wide, shared by `tune_workers` parallel workers through
+        `tuning_storage` (postgresql:// URL on a cluster, a journal file locally); the model is
+        deployed only when `deploy_model` is true and the gate passes."""
+        prep = prepare(
+            sources=sources,
+            sample_n=sample_n,
+            align=align,
+            split_mode=split_mode,
+            limit=limit,
+            workers=prepare_workers,
+            seed=seed,
+        ).set_display_name("prepare dataset")
+        _configure(prep, "prepare", image=images.cpu, policy=policy)
+
+        # One Optuna study per run, named by the run's id, shared by every worker.
+        study_name = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+        fan_out = worker_indices(n=tune_workers).set_display_name("tuning workers")
+        _configure(fan_out, "worker-indices", image=images.cpu, policy=policy)
+        with dsl.ParallelFor(fan_out.output) as worker_index:
+            tune = tune_worker(
+                dataset=prep.outputs["dataset"],
+                storage_url=tuning_storage,
+                study_name=study_name,
+                n_trials=tune_trials,
+                epochs=tune_epochs,
+                width=tune_width,
+                seed=seed,
+                worker_index=worker_index,
+            ).set_display_name("tune loss weights")
+            # Trials land in the shared study, so a cached worker would only skip its share.
+            _configure(tune, "tune-worker", image=images.cpu, policy=policy, cache=False)
+        best = select_best(
+            storage_url=tuning_storage, study_name=study_name, default_loss_weights=loss_weights
+        ).set_display_name("select best loss weights")
+        best.after(tune)
+        _configure(best, "select-best", image=images.cpu, policy=policy, cache=False)
+
+        fit = train(
+            dataset=prep.outputs["dataset"],
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            loss_weights=best.outputs["Output"],
+            width=width,
+            augment=augment,
+            early_stopping_patience=early_stopping_patience,
+            mixed_precision=mixed_precision,
+            seed=seed,
+        ).set_display_name("train (GPU)")
+        _configure(fit, "train", image=images.gpu, policy=policy)
+        fit.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+
+        score = evaluate(
+            model=fit.outputs["model"], dataset=prep.outputs["dataset"], split=eval_split
+        ).set_display_name("evaluate")
+        _configure(score, "evaluate", image=images.cpu, policy=policy)
+
+        decide = gate(
+            candidate_metrics=score.outputs["metrics"],
+            min_emotion_accuracy=min_emotion_accuracy,
+            serving_metrics_uri=serving_metrics_uri,
+        ).set_display_name("gate")
+        # The serving model's metrics change between runs under the same URI: never cache.
+        _configure(decide, "gate", image=images.cpu, policy=policy, cache=False)
+        # `== True` builds a KFP condition expression; `is True` would be evaluated by Python now.
+        with (
+            dsl.If(deploy_model == True, name="deploy-requested"),  # noqa: E712
+            dsl.If(decide.outputs["Output"] == True, name="gate-passed"),  # noqa: E712
+        ):
+            ship = deploy(
+                model=fit.outputs["model"],
+                name=service_name,
+                namespace=service_namespace,
+                image=images.predictor,
+                canary_traffic_percent=canary_traffic_percent,
+                dry_run=deploy_dry_run,
+            ).set_display_name("deploy (KServe)")
+            _configure(ship, "deploy", image=images.cpu, policy=policy, cache=False)
+
+    return fer_pipeline
+
+
+#: The pipeline with the default images (what `kfp.compiler.Compiler().compile` is given).
+fer_pipeline = build_pipeline()
+
+
+def compile_pipeline(package_path: str, *, images: PipelineImages | None = None) -> str:
+    """Compile the pipeline to a KFP IR YAML file at `package_path` and return that path."""
+    from kfp import compiler
+
+    compiler.Compiler().compile(build_pipeline(images=images), package_path=package_path)
+    logger.info("compiled pipeline %r to %s", PIPELINE_NAME, package_path)
+    return package_path

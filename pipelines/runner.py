@@ -1,0 +1,251 @@
+"""Compile, run locally, or submit the fer-mtl pipeline (what `fer-mtl pipeline` and `fer-mtl demo` call).
+
+Local runs use `kfp.local.SubprocessRunner(use_venv=False)`: every task runs as a subprocess of
+this Python environment, artifacts land under `<out>/pipeline-root/<run>/<task>/<output>`.
+Cluster runs go through `kfp.Client`; the host is probed first with a short timeout, because the
+client itself retries an unreachable host for half a minute before it says anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fer_model.errors import ConfigError, FerError
+
+logger = logging.getLogger(__name__)
+
+#: Seconds to wait for the KFP API host to answer before giving up.
+PROBE_TIMEOUT_S = 5.0
+_EXECUTOR_OUTPUT = "executor_output.json"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class PipelineError(FerError):
+    """A pipeline run failed, or the Kubeflow Pipelines API cannot be reached or refused a request."""
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    """Where a local run left its outputs.
+
+    Attributes:
+        run_dir: `<pipeline_root>/<pipeline-name>-<timestamp>`.
+        tasks: Task path relative to `run_dir` (e.g. "train", "for-loop-1-iteration-0/tune-worker")
+            -> {output name: local path} for every artifact the task wrote.
+        report: The evaluation report (Markdown), when the evaluate task ran.
+        metrics: metrics.json of the evaluate task, parsed, when it ran.
+    """
+
+    run_dir: Path
+    tasks: dict[str, dict[str, Path]] = field(default_factory=dict)
+    report: Path | None = None
+    metrics: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not Path(self.run_dir).is_dir():
+            raise PipelineError(f"run folder {self.run_dir} does not exist")
+
+
+def pipeline_inputs() -> dict[str, tuple[str, Any]]:
+    """The pipeline's parameters: name -> (KFP type name, default)."""
+    from pipelines.fer_pipeline import fer_pipeline
+
+    return {name: (spec.type, spec.default) for name, spec in fer_pipeline.component_spec.inputs.items()}
+
+
+def coerce_params(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Check parameter names against the pipeline and convert text values to their declared types.
+
+    Raises:
+        ConfigError: an unknown name, or a value that is not of the parameter's type.
+    """
+    inputs = pipeline_inputs()
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in inputs:
+            raise ConfigError(f"unknown pipeline parameter {name!r}; expected one of {sorted(inputs)}")
+        kind = inputs[name][0]
+        out[name] = _coerce(name, kind, value)
+    return out
+
+
+def _coerce(name: str, kind: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        ok = {
+            "Integer": isinstance(value, int) and not isinstance(value, bool),
+            "Float": isinstance(value, int | float) and not isinstance(value, bool),
+            "Boolean": isinstance(value, bool),
+            "String": False,
+        }.get(kind, True)
+        if ok:
+            return float(value) if kind == "Float" else value
+        raise ConfigError(f"pipeline parameter `{name}` must be {kind}, got {value!r}")
+    try:
+        if kind == "Integer":
+            return int(value)
+        if kind == "Float":
+            return float(value)
+        if kind == "Boolean":
+            lowered = value.strip().lower()
+            if lowered in ("true", "1", "yes"):
+                return True
+            if lowered in ("false", "0", "no"):
+                return False
+            raise ValueError(value)
+    except ValueError:
+        raise ConfigError(f"pipeline parameter `{name}` must be {kind}, got {value!r}") from None
+    return value
+
+
+def parse_assignments(items: list[str] | None) -> dict[str, str]:
+    """`["epochs=3", "sources=a,b"]` -> {"epochs": "3", "sources": "a,b"} (only the first "=" splits)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"parameter {item!r} must look like NAME=VALUE")
+        out[name.strip().replace("-", "_")] = value
+    return out
+
+
+def compile_to(path: str | os.PathLike[str], *, images: Any = None) -> tuple[Path, float]:
+    """Compile the pipeline (with `images`, a `PipelineImages`) to `path`; returns (path, seconds)."""
+    from pipelines.fer_pipeline import compile_pipeline
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    compile_pipeline(str(target), images=images)
+    return target, time.perf_counter() - start
+
+
+def run_local(params: Mapping[str, Any], *, out_dir: str | os.PathLike[str]) -> LocalRun:
+    """Run the whole pipeline on this machine; every task is a subprocess of this environment.
+
+    `tuning_storage` defaults to a journal file under `out_dir`, shared by the local workers.
+
+    Raises:
+        ConfigError: bad parameters.
+        PipelineError: a task failed (its log is printed above by kfp.local).
+    """
+    from kfp import local
+
+    from pipelines.fer_pipeline import TaskPolicy, build_pipeline
+
+    # Locally a failure is deterministic (no pre-emption, no flaky registry): retrying only delays it.
+    pipeline = build_pipeline(policy=TaskPolicy(retries=0))
+    out = Path(out_dir).resolve()
+    root = out / "pipeline-root"
+    root.mkdir(parents=True, exist_ok=True)
+    args = coerce_params(params)
+    args.setdefault("tuning_storage", str(out / "optuna-journal.log"))
+    before = set(root.iterdir())
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    logger.info("running pipeline locally under %s with %s", root, args)
+    try:
+        with warnings.catch_warnings():
+            # kfp.local warns for every task whose image name lacks "python"; ours are Python images.
+            warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+            pipeline(**args)
+    except RuntimeError as e:
+        # kfp.local raises RuntimeError("Pipeline ... finished with status FAILURE ...") after the
+        # failing task's log has been streamed; keep its first line, without terminal colours.
+        text = _ANSI.sub("", str(e)).strip()
+        first = text.splitlines()[0] if text else type(e).__name__
+        raise PipelineError(f"local pipeline run failed: {first} (task logs above; outputs under {root})") from e
+    new = sorted(set(root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
+    if not new:
+        raise PipelineError(f"the local run left no run folder under {root}")
+    return collect_outputs(new[-1])
+
+
+def collect_outputs(run_dir: Path) -> LocalRun:
+    """Index a finished local run folder: each task's artifacts, the report and the metrics."""
+    tasks: dict[str, dict[str, Path]] = {}
+    for marker in sorted(run_dir.rglob(_EXECUTOR_OUTPUT)):
+        task_dir = marker.parent
+        outputs = {p.name: p for p in sorted(task_dir.iterdir()) if p.name != _EXECUTOR_OUTPUT}
+        tasks[task_dir.relative_to(run_dir).as_posix()] = outputs
+    evaluate = tasks.get("evaluate", {})
+    report = evaluate.get("report")
+    metrics_file = evaluate.get("metrics", Path("/nonexistent")) / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+    return LocalRun(run_dir=run_dir, tasks=tasks, report=report, metrics=metrics)
+
+
+def probe_host(host: str, *, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Fail fast, with one clear line, when the KFP API at `host` does not answer.
+
+    Any HTTP answer (even 401/403 from an auth proxy) counts as reachable.
+    """
+    if not host.startswith(("http://", "https://")):
+        raise ConfigError(f"--host must be an http(s) URL like http://localhost:8080, got {host!r}")
+    url = host.rstrip("/") + "/apis/v2beta1/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):  # noqa: S310 - scheme checked above
+            return
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise PipelineError(
+            f"cannot reach Kubeflow Pipelines at {host} ({reason}); check --host, e.g. "
+            "`kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80` then --host http://localhost:8080"
+        ) from e
+
+
+def submit(
+    *,
+    host: str,
+    package: str | os.PathLike[str],
+    params: Mapping[str, Any],
+    experiment: str = "fer-mtl",
+    run_name: str | None = None,
+    namespace: str | None = None,
+    service_account: str | None = None,
+    enable_caching: bool | None = None,
+) -> str:
+    """Submit a compiled pipeline to a Kubeflow Pipelines cluster; returns the run id.
+
+    Raises:
+        ConfigError: bad parameters, or no `tuning_storage` (a cluster needs a shared database).
+        PipelineError: the host does not answer, or the API refuses the run.
+    """
+    args = coerce_params(params)
+    if not str(args.get("tuning_storage", "")).strip():
+        raise ConfigError(
+            "pipeline parameter `tuning_storage` is required on a cluster: pass "
+            "-p tuning_storage=postgresql://USER:${OPTUNA_DB_PASSWORD}@HOST:5432/DB (see README: Run on Kubeflow)"
+        )
+    probe_host(host)
+    import kfp
+    from kfp_server_api.exceptions import ApiException
+
+    try:
+        client = kfp.Client(host=host, namespace=namespace or "kubeflow")
+        result = client.create_run_from_pipeline_package(
+            str(package),
+            arguments=args,
+            run_name=run_name,
+            experiment_name=experiment,
+            namespace=namespace,
+            service_account=service_account or None,
+            enable_caching=enable_caching,
+        )
+    except ApiException as e:
+        raise PipelineError(f"Kubeflow Pipelines at {host} refused the run: HTTP {e.status} {e.reason}") from e
+    except (OSError, TimeoutError) as e:
+        raise PipelineError(f"submitting to {host} failed: {type(e).__name__}: {e}") from e
+    logger.info("submitted run %s to %s", result.run_id, host)
+    return str(result.run_id)

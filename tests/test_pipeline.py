@@ -1,0 +1,218 @@
+"""The fer-mtl pipeline: compiled spec, compile cost, parameters, submission errors, and a local run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from components._images import CPU_IMAGE, GPU_IMAGE, PREDICTOR_IMAGE
+from fer_model.cli import main
+from fer_model.errors import ConfigError
+
+EXECUTORS = {"prepare", "worker-indices", "tune-worker", "select-best", "train", "evaluate", "gate", "deploy"}
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from pipelines.runner import compile_to
+
+    path, _ = compile_to(tmp_path_factory.mktemp("compiled") / "pipeline.yaml")
+    return yaml.safe_load(path.read_text())
+
+
+def _all_tasks(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every task of every DAG (root, loop body, conditions), by task name."""
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for comp in spec["components"].values():
+        tasks.update(comp.get("dag", {}).get("tasks", {}))
+    return tasks
+
+
+def test_every_task_is_in_the_compiled_dag(spec: dict[str, Any]) -> None:
+    assert {name.removeprefix("exec-") for name in spec["deploymentSpec"]["executors"]} == EXECUTORS
+    assert set(_all_tasks(spec)) >= EXECUTORS
+
+
+def test_train_requests_one_gpu_and_uses_the_gpu_image(spec: dict[str, Any]) -> None:
+    train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert train["resources"]["accelerator"]["resourceCount"] == "1"
+    assert train["image"] == GPU_IMAGE
+
+
+@pytest.mark.parametrize("executor", sorted(EXECUTORS))
+def test_every_task_has_resources_retries_and_a_pinned_image(spec: dict[str, Any], executor: str) -> None:
+    container = spec["deploymentSpec"]["executors"][f"exec-{executor}"]["container"]
+    res = container["resources"]
+    for key in ("cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit"):
+        assert res[key] > 0, f"{executor} lacks {key}"
+    assert res["cpuRequest"] <= res["cpuLimit"] and res["memoryRequest"] <= res["memoryLimit"]
+    if executor != "train":
+        assert container["image"] == CPU_IMAGE
+        assert "accelerator" not in res
+    # No pip install at run time: the image carries fer-mtl and kfp.
+    assert "pip install" not in " ".join(container["command"])
+    task = _all_tasks(spec)[executor]
+    assert task["retryPolicy"]["maxRetryCount"] == 2
+
+
+def test_caching_is_on_for_deterministic_steps_and_off_for_side_effects(spec: dict[str, Any]) -> None:
+    tasks = _all_tasks(spec)
+    cached = {name for name, t in tasks.items() if t.get("cachingOptions", {}).get("enableCache")}
+    assert {"prepare", "train", "evaluate"} <= cached
+    assert not cached & {"tune-worker", "select-best", "gate", "deploy"}
+
+
+def test_dag_wiring(spec: dict[str, Any]) -> None:
+    tasks = _all_tasks(spec)
+    # Train's loss weights come from the tuning step, evaluation scores the trained model.
+    lw = tasks["train"]["inputs"]["parameters"]["loss_weights"]["taskOutputParameter"]
+    assert lw == {"outputParameterKey": "Output", "producerTask": "select-best"}
+    assert "for-loop-1" in tasks["select-best"]["dependentTasks"]
+    model = tasks["evaluate"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]
+    assert model == {"outputArtifactKey": "model", "producerTask": "train"}
+    # deploy sits under both conditions and ships the predictor image.
+    assert tasks["deploy"]["inputs"]["parameters"]["image"]["runtimeValue"]["constant"] == PREDICTOR_IMAGE
+    conditions = [t["triggerPolicy"]["condition"] for t in tasks.values() if "triggerPolicy" in t]
+    assert any("deploy_model" in c for c in conditions) and any("gate" in c for c in conditions)
+
+
+def test_compile_is_fast_and_never_imports_tensorflow(tmp_path: Path) -> None:
+    out = tmp_path / "p.yaml"
+    code = (
+        "import sys, time\n"
+        "from pipelines.runner import compile_to\n"
+        f"path, seconds = compile_to({str(out)!r})\n"
+        "print(seconds, 'tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    seconds, tf_loaded, keras_loaded = done.stdout.split()
+    assert tf_loaded == "False" and keras_loaded == "False"
+    assert float(seconds) < 1.0
+    assert yaml.safe_load(out.read_text())["pipelineInfo"]["name"] == "fer-mtl"
+
+
+def test_cli_compile_honours_image_overrides(tmp_path: Path) -> None:
+    out = tmp_path / "p.yaml"
+    env = {**os.environ, "FER_CPU_IMAGE": "registry.local/cpu:9"}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("fer-mtl")), "pipeline", "compile", "--out", str(out),
+         "--gpu-image", "registry.local/gpu:9"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    executors = yaml.safe_load(out.read_text())["deploymentSpec"]["executors"]
+    assert executors["exec-train"]["container"]["image"] == "registry.local/gpu:9"
+    assert executors["exec-prepare"]["container"]["image"] == "registry.local/cpu:9"
+
+
+def test_unpinned_image_is_rejected() -> None:
+    from pipelines.fer_pipeline import PipelineImages
+
+    with pytest.raises(ConfigError, match="`gpu` image must be a pinned reference"):
+        PipelineImages(gpu="tensorflow")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"epochs": "3", "width": "0.5", "deploy_model": "yes", "sources": "a:b,c:d"},
+         {"epochs": 3, "width": 0.5, "deploy_model": True, "sources": "a:b,c:d"}),
+        ({"augment": False, "learning_rate": 1}, {"augment": False, "learning_rate": 1.0}),
+    ],
+)
+def test_params_are_coerced_to_the_pipeline_types(raw: dict[str, Any], expected: dict[str, Any]) -> None:
+    from pipelines.runner import coerce_params
+
+    assert coerce_params(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [({"epoch": "3"}, "unknown pipeline parameter 'epoch'"), ({"epochs": "three"}, "`epochs` must be Integer"),
+     ({"deploy_model": "maybe"}, "`deploy_model` must be Boolean"), ({"epochs": True}, "`epochs` must be Integer")],
+)
+def test_bad_params_are_config_errors(raw: dict[str, Any], match: str) -> None:
+    from pipelines.runner import coerce_params
+
+    with pytest.raises(ConfigError, match=match):
+        coerce_params(raw)
+
+
+def test_demo_settings_are_valid_pipeline_parameters() -> None:
+    from fer_model.cli.demo import DEMO_PARAMS
+    from pipelines.runner import coerce_params
+
+    assert coerce_params(DEMO_PARAMS) == DEMO_PARAMS
+    assert DEMO_PARAMS["sample_n"] > 0 and DEMO_PARAMS["deploy_dry_run"] is True
+
+
+def test_submit_to_an_unreachable_host_fails_fast_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    rc = main(["pipeline", "submit", "--host", f"http://127.0.0.1:{port}", "-p", "tuning_storage=postgresql://x/y"])
+    assert rc == 2 and time.monotonic() - start < 10
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fer-mtl pipeline: error: cannot reach Kubeflow Pipelines at") and "\n" not in err
+
+
+def test_submit_needs_shared_tuning_storage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pipeline", "submit", "--host", "http://127.0.0.1:9"]) == 2
+    assert "`tuning_storage` is required on a cluster" in capsys.readouterr().err
+
+
+def test_run_without_local_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pipeline", "run", "-p", "epochs=1"]) == 2
+    assert "add --local" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_local_run_produces_every_artifact(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    params = {
+        "sample_n": 28, "prepare_workers": 1, "epochs": 1, "width": 0.125, "tune_trials": 1, "tune_workers": 1,
+        "tune_epochs": 1, "tune_width": 0.125, "min_emotion_accuracy": 0.0, "deploy_model": True,
+        "deploy_dry_run": True, "seed": 3,
+    }
+    argv = ["pipeline", "run", "--local", "--out", str(tmp_path)]
+    for k, v in params.items():
+        argv += ["-p", f"{k}={v}"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+
+    (run_dir,) = (tmp_path / "pipeline-root").iterdir()
+    dataset = run_dir / "prepare" / "dataset"
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    assert manifest["format"] == "fer-mtl-dataset" and manifest["num_samples"] > 0
+
+    config = json.loads((run_dir / "train" / "model" / "config.json").read_text())
+    best = json.loads((run_dir / "select-best" / "best" / "best_params.json").read_text())
+    # Train used the weights the tuning step selected.
+    assert config["loss_weights"] == pytest.approx(best["best"]["loss_weights"])
+    assert config["model"]["width"] == 0.125
+    assert (run_dir / "for-loop-1-iteration-0" / "tune-worker" / "executor_output.json").is_file()
+
+    metrics = json.loads((run_dir / "evaluate" / "metrics" / "metrics.json").read_text())
+    assert metrics["split"] == "test" and set(metrics["tasks"]) == {"emotion", "gender", "race", "age"}
+    assert (run_dir / "evaluate" / "report").read_text().strip()
+    decision = json.loads((run_dir / "gate" / "decision").read_text())
+    assert decision["deploy"] is True
+    deployment = json.loads(next((run_dir).rglob("deploy/deployment")).read_text())
+    assert deployment["dry_run"] is True
+    assert deployment["manifest"]["kind"] == "InferenceService"
+
+    assert f"report: {run_dir / 'evaluate' / 'report'}" in printed
+    assert str(dataset) in printed
