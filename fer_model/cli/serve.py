@@ -1,0 +1,64 @@
+"""`fer-mtl serve`: the KServe predictor (V1 and V2 REST protocols) over a model artifact."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from fer_model.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `serve` subcommand."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a model artifact over HTTP (KServe V1 and V2 protocols)",
+        description=(
+            "Serves /v1/models/NAME:predict, /v2/models/NAME/infer, health and readiness, and /metrics. "
+            "Binds 127.0.0.1 by default; in a container pass --host 0.0.0.0. See docs/serving.md."
+        ),
+    )
+    parser.add_argument("--model", required=True, help="model artifact folder (in a pod: /mnt/models)")
+    parser.add_argument("--name", default="fer-mtl", help="model name in request paths (default: fer-mtl)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="HTTP port (default: 8080)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="HTTP worker processes, each with its own model copy (default: 1)"
+    )
+    parser.add_argument("--grpc-port", type=int, default=None, help="also serve gRPC on this port (default: off)")
+    parser.add_argument("--max-body-mb", type=float, default=10.0, help="largest request body, MiB (default: 10)")
+    parser.add_argument("--max-images", type=int, default=16, help="most images per request (default: 16)")
+    parser.add_argument(
+        "--max-pixels", type=int, default=16_000_000, help="largest image, width x height (default: 16000000)"
+    )
+    parser.add_argument("--max-faces", type=int, default=16, help="most faces kept per image (default: 16)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate the flags, then load the model and serve until interrupted."""
+    if args.max_body_mb <= 0:
+        raise ConfigError(f"--max-body-mb must be > 0, got {args.max_body_mb}")
+    from fer_model.serving.limits import MIB, RequestLimits
+
+    limits = RequestLimits(
+        max_body_bytes=int(args.max_body_mb * MIB),
+        max_images=args.max_images,
+        max_pixels=args.max_pixels,
+        max_faces_per_image=args.max_faces,
+    )
+    # Imported here: kserve and its web stack are not needed for `fer-mtl --help`.
+    from fer_model.serving.server import serve
+
+    serve(
+        model_dir=args.model,
+        name=args.name,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        grpc_port=args.grpc_port,
+        limits=limits,
+    )
+    return 0
