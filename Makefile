@@ -24,6 +24,21 @@ install: $(STAMP) ## Create .venv and install fer-mtl with its test tools
 demo: $(STAMP) ## Run the whole pipeline on generated sample data (no cluster)
 	$(VENV)/bin/fer-mtl demo --out demo-out
 
+.PHONY: compile
+compile: $(STAMP) ## Compile the Kubeflow pipeline to pipeline.yaml (images: FER_CPU_IMAGE etc.)
+	$(VENV)/bin/fer-mtl pipeline compile --out pipeline.yaml
+
+IMAGE_REGISTRY ?= ghcr.io/fer-mtl
+IMAGE_TAG ?= 0.1.0
+DOCKER ?= docker
+
+.PHONY: images
+images: ## Build the component, GPU training and predictor images (needs Docker with BuildKit)
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "make images: '$(DOCKER) info' failed: no Docker daemon here; start Docker (or set DOCKER=podman) and retry" >&2; exit 1; }
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f images/component/Dockerfile -t $(IMAGE_REGISTRY)/fer-mtl-cpu:$(IMAGE_TAG) .
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f images/train-gpu/Dockerfile -t $(IMAGE_REGISTRY)/fer-mtl-gpu:$(IMAGE_TAG) .
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f images/predictor/Dockerfile -t $(IMAGE_REGISTRY)/fer-mtl-predictor:$(IMAGE_TAG) .
+
 .PHONY: test
 test: $(STAMP) ## Run the test suite
 	$(PY) -m pytest -q

