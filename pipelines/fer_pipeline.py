@@ -102,8 +102,43 @@ def _configure(task: Any, key: str, *, image: str, policy: TaskPolicy, cache: bo
     return task
 
 
-def build_pipeline(*, images: PipelineImages | None = None, policy: TaskPolicy | None = None) -> Any:
-    """Build the fer-mtl pipeline (a KFP GraphComponent) with the given images and task policy."""
+#: The Secret (manifests/base/tuning-postgres.yaml) whose `password` key tune workers get as
+#: OPTUNA_DB_PASSWORD, which `tuning_storage` may reference as ${OPTUNA_DB_PASSWORD}.
+TUNING_SECRET = "fer-mtl-tuning-postgres"
+TUNING_PASSWORD_ENV = "OPTUNA_DB_PASSWORD"
+
+
+def _secret_as_env(task: Any, *, secret: str, key: str, env: str) -> None:
+    """Expose one key of a Kubernetes Secret to `task` as an environment variable.
+
+    This writes the KFP Kubernetes platform spec that `kfp-kubernetes`'s `use_secret_as_env`
+    writes (both the old `secretName` and the newer `secretNameParameter` field, so old and new
+    backends read it), without depending on that package. kfp.local ignores it.
+    """
+    config = task.platform_config.setdefault("kubernetes", {})
+    config.setdefault("secretAsEnv", []).append(
+        {
+            "secretName": secret,
+            "secretNameParameter": {"runtimeValue": {"constant": secret}},
+            "keyToEnv": [{"secretKey": key, "envVar": env}],
+        }
+    )
+
+
+def build_pipeline(
+    *,
+    images: PipelineImages | None = None,
+    policy: TaskPolicy | None = None,
+    tuning_secret: str | None = TUNING_SECRET,
+) -> Any:
+    """Build the fer-mtl pipeline (a KFP GraphComponent).
+
+    Args:
+        images: Container images per role (default: the pinned ones in components/_images.py).
+        policy: Retries and resources per task.
+        tuning_secret: Secret whose `password` key tune workers see as OPTUNA_DB_PASSWORD;
+            None when `tuning_storage` needs no password.
+    """
     images = images or PipelineImages()
     policy = policy or TaskPolicy()
 
@@ -175,6 +210,8 @@ def build_pipeline(*, images: PipelineImages | None = None, policy: TaskPolicy |
             ).set_display_name("tune loss weights")
             # Trials land in the shared study, so a cached worker would only skip its share.
             _configure(tune, "tune-worker", image=images.cpu, policy=policy, cache=False)
+            if tuning_secret:
+                _secret_as_env(tune, secret=tuning_secret, key="password", env=TUNING_PASSWORD_ENV)
         best = select_best(
             storage_url=tuning_storage, study_name=study_name, default_loss_weights=loss_weights
         ).set_display_name("select best loss weights")
@@ -230,10 +267,13 @@ def build_pipeline(*, images: PipelineImages | None = None, policy: TaskPolicy |
 fer_pipeline = build_pipeline()
 
 
-def compile_pipeline(package_path: str, *, images: PipelineImages | None = None) -> str:
+def compile_pipeline(
+    package_path: str, *, images: PipelineImages | None = None, tuning_secret: str | None = TUNING_SECRET
+) -> str:
     """Compile the pipeline to a KFP IR YAML file at `package_path` and return that path."""
     from kfp import compiler
 
-    compiler.Compiler().compile(build_pipeline(images=images), package_path=package_path)
+    pipeline = build_pipeline(images=images, tuning_secret=tuning_secret)
+    compiler.Compiler().compile(pipeline, package_path=package_path)
     logger.info("compiled pipeline %r to %s", PIPELINE_NAME, package_path)
     return package_path

@@ -119,14 +119,16 @@ def parse_assignments(items: list[str] | None) -> dict[str, str]:
     return out
 
 
-def compile_to(path: str | os.PathLike[str], *, images: Any = None) -> tuple[Path, float]:
+def compile_to(
+    path: str | os.PathLike[str], *, images: Any = None, tuning_secret: str | None = "fer-mtl-tuning-postgres"
+) -> tuple[Path, float]:
     """Compile the pipeline (with `images`, a `PipelineImages`) to `path`; returns (path, seconds)."""
     from pipelines.fer_pipeline import compile_pipeline
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    compile_pipeline(str(target), images=images)
+    compile_pipeline(str(target), images=images, tuning_secret=tuning_secret)
     return target, time.perf_counter() - start
 
 

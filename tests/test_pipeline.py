@@ -26,7 +26,8 @@ def spec(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from pipelines.runner import compile_to
 
     path, _ = compile_to(tmp_path_factory.mktemp("compiled") / "pipeline.yaml")
-    return yaml.safe_load(path.read_text())
+    pipeline_spec, platform_spec = yaml.safe_load_all(path.read_text())
+    return {**pipeline_spec, "_platform": platform_spec}
 
 
 def _all_tasks(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -86,6 +87,19 @@ def test_dag_wiring(spec: dict[str, Any]) -> None:
     assert any("deploy_model" in c for c in conditions) and any("gate" in c for c in conditions)
 
 
+def test_tune_workers_get_the_database_password_from_the_secret(spec: dict[str, Any]) -> None:
+    executors = spec["_platform"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) == {"exec-tune-worker"}
+    (secret,) = executors["exec-tune-worker"]["secretAsEnv"]
+    assert secret["secretName"] == "fer-mtl-tuning-postgres"
+    assert secret["secretNameParameter"] == {"runtimeValue": {"constant": "fer-mtl-tuning-postgres"}}
+    assert secret["keyToEnv"] == [{"secretKey": "password", "envVar": "OPTUNA_DB_PASSWORD"}]
+    # The Secret the manifests create is the one the pipeline reads.
+    docs = yaml.safe_load_all((REPO / "manifests" / "base" / "tuning-postgres.yaml").read_text())
+    names = [d["metadata"]["name"] for d in docs if d and d["kind"] == "Secret"]
+    assert names == ["fer-mtl-tuning-postgres"]
+
+
 def test_compile_is_fast_and_never_imports_tensorflow(tmp_path: Path) -> None:
     out = tmp_path / "p.yaml"
     code = (
@@ -99,7 +113,7 @@ def test_compile_is_fast_and_never_imports_tensorflow(tmp_path: Path) -> None:
     seconds, tf_loaded, keras_loaded = done.stdout.split()
     assert tf_loaded == "False" and keras_loaded == "False"
     assert float(seconds) < 1.0
-    assert yaml.safe_load(out.read_text())["pipelineInfo"]["name"] == "fer-mtl"
+    assert next(yaml.safe_load_all(out.read_text()))["pipelineInfo"]["name"] == "fer-mtl"
 
 
 def test_cli_compile_honours_image_overrides(tmp_path: Path) -> None:
@@ -111,7 +125,7 @@ def test_cli_compile_honours_image_overrides(tmp_path: Path) -> None:
         cwd=REPO, capture_output=True, text=True, timeout=120, env=env,
     )
     assert done.returncode == 0, done.stderr
-    executors = yaml.safe_load(out.read_text())["deploymentSpec"]["executors"]
+    executors = next(yaml.safe_load_all(out.read_text()))["deploymentSpec"]["executors"]
     assert executors["exec-train"]["container"]["image"] == "registry.local/gpu:9"
     assert executors["exec-prepare"]["container"]["image"] == "registry.local/cpu:9"
 

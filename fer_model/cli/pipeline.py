@@ -32,6 +32,11 @@ def _add_param_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_image_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tuning-secret", default="fer-mtl-tuning-postgres", metavar="NAME",
+        help="Secret whose `password` key tune workers get as OPTUNA_DB_PASSWORD (default: %(default)s; "
+        "'' for none)",
+    )
     for role, env in _IMAGE_ENV.items():
         parser.add_argument(
             f"--{role}-image", metavar="IMAGE", help=f"{role} image (default: ${env}, else the pinned one)"
@@ -95,7 +100,7 @@ def _images(args: argparse.Namespace) -> Any:
 def _compile(args: argparse.Namespace) -> int:
     from pipelines.runner import compile_to
 
-    path, seconds = compile_to(args.out, images=_images(args))
+    path, seconds = compile_to(args.out, images=_images(args), tuning_secret=args.tuning_secret or None)
     print(f"compiled the fer-mtl pipeline to {path} in {seconds:.2f}s")
     return 0
 
@@ -134,7 +139,9 @@ def _submit(args: argparse.Namespace) -> int:
         raise ConfigError("--host is required (or set KF_PIPELINES_ENDPOINT), e.g. --host http://localhost:8080")
     params = parse_assignments(args.param)
     with tempfile.TemporaryDirectory() as tmp:
-        package = args.package or compile_to(os.path.join(tmp, "pipeline.yaml"), images=_images(args))[0]
+        package = args.package or compile_to(
+            os.path.join(tmp, "pipeline.yaml"), images=_images(args), tuning_secret=args.tuning_secret or None
+        )[0]
         run_id = submit(
             host=args.host,
             package=package,
