@@ -159,6 +159,8 @@ def run_local(params: Mapping[str, Any], *, out_dir: str | os.PathLike[str]) -> 
         with warnings.catch_warnings():
             # kfp.local warns for every task whose image name lacks "python"; ours are Python images.
             warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+            # Resources, accelerators and retries are cluster settings; locally they are moot.
+            warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
             pipeline(**args)
     except RuntimeError as e:
         # kfp.local raises RuntimeError("Pipeline ... finished with status FAILURE ...") after the

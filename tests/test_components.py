@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from kfp import dsl
 
+import components
 from components import evaluate, prepare, train, worker_indices
 from fer_model.dataset import load_dataset, write_dataset
 from fer_model.errors import ConfigError
@@ -123,6 +124,18 @@ def test_evaluate_logs_metrics_confusion_matrices_and_report(
         assert metrics.metadata[f"{task.name}_macro_f1"] == pytest.approx(tm["macro_f1"])
     assert Path(report.path).read_text() == (Path(metrics.path) / "report.md").read_text()
     assert (Path(metrics.path) / "confusion_emotion.png").is_file()
+
+
+@pytest.mark.parametrize("name", components.__all__)
+def test_shipped_component_source_loads_on_its_own(name: str) -> None:
+    """KFP ships only the function's source to the pod; it must not lean on module globals
+    (an image constant as a default, `from __future__ import annotations`)."""
+    comp = getattr(components, name)
+    source = comp.component_spec.implementation.container.command[-1]
+    namespace: dict[str, Any] = {"__name__": "ephemeral_component"}
+    exec(compile(source, f"<{name} as shipped>", "exec"), namespace)  # what executor_main imports
+    assert callable(namespace[name])
+    assert comp.component_spec.implementation.container.image.startswith("ghcr.io/fer-mtl/")
 
 
 def test_worker_indices() -> None:
