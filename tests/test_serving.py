@@ -8,6 +8,7 @@ parsing, which needs no server.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -48,15 +49,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@contextlib.contextmanager
+def _running_server(model_dir: Path, log: Path, *extra: str) -> Iterator[Server]:
+    """`fer-mtl serve` on a free loopback port, until the block ends."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "server.log"
     fer_mtl = Path(sys.executable).with_name("fer-mtl")
-    cmd = [
-        str(fer_mtl), "serve", "--model", str(tiny_model_dir), "--name", NAME, "--port", str(port),
-        "--max-body-mb", str(MAX_BODY_MB), "--max-images", str(MAX_IMAGES), "--max-pixels", str(MAX_PIXELS),
-    ]  # fmt: skip
+    cmd = [str(fer_mtl), "serve", "--model", str(model_dir), "--name", NAME, "--port", str(port), *extra]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     with log.open("wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -82,6 +80,14 @@ def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    limits = ["--max-body-mb", str(MAX_BODY_MB), "--max-images", str(MAX_IMAGES), "--max-pixels", str(MAX_PIXELS)]
+    with _running_server(tiny_model_dir, log, *limits) as running:
+        yield running
 
 
 def _jpeg(image: np.ndarray, *, size: tuple[int, int] | None = None, quality: int = 90) -> bytes:
@@ -469,6 +475,25 @@ def test_memory_stays_bounded_under_bad_requests(server: Server, astronaut_jpeg:
     assert after - before < 32, f"RSS grew from {before:.0f} MB to {after:.0f} MB over 80 bad requests"
     assert server.process.poll() is None
     assert _v1(server, {"instances": [{"b64": _b64(astronaut_jpeg)}]}).status_code == 200
+
+
+@pytest.mark.slow
+def test_worker_processes_serve_with_the_same_limits(
+    tiny_model_dir: Path, tmp_path: Path, astronaut_jpeg: bytes
+) -> None:
+    # Two workers, each loading its own model copy after start-up; the parent only supervises.
+    with _running_server(tiny_model_dir, tmp_path / "workers.log", "--workers", "2", "--max-body-mb", "1") as multi:
+        children = Path(f"/proc/{multi.process.pid}/task/{multi.process.pid}/children").read_text().split()
+        workers = [c for c in children if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+        assert len(workers) == 2
+        for _ in range(4):
+            r = _v1(multi, {"instances": [{"b64": _b64(astronaut_jpeg)}]})
+            assert r.status_code == 200 and len(r.json()["predictions"][0]["faces"]) == 1
+        big = requests.post(f"{multi.url}/v1/models/{NAME}:predict", data=b"x" * (1024 * 1024 + 1), timeout=60)
+        assert big.status_code == 413  # the workers run our server, limits included
+        for pid in [multi.process.pid, *map(int, workers)]:
+            assert _listening(pid) <= {("127.0.0.1", multi.port)}
+        assert "died" not in multi.log.read_text()  # no worker was killed for loading slowly
 
 
 # --- the TF Serving path: the SavedModel signature docs/serving.md documents ---

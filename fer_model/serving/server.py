@@ -95,7 +95,9 @@ class FerModel(kserve.Model):
         logger.info("model %s ready: %s (tasks %s)", self.name, self.model_dir, ", ".join(self._predictor.tasks))
         return self.ready
 
-    # Worker processes (--workers > 1) get the model by pickling: ship the settings, load again there.
+    # Worker processes (--workers > 1) get the model by pickling: ship the settings only; the worker
+    # loads it once it runs (_RESTServer.run), not while unpickling, where it would not yet answer
+    # kserve's liveness pings and be killed and respawned for being slow to load.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_predictor"] = None
@@ -106,7 +108,6 @@ class FerModel(kserve.Model):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fer-infer")
-        self.load()
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> ParsedRequest:
         size = self._predictor.input_size
@@ -186,6 +187,13 @@ class _RESTServer(RESTServer):
         super().__init__(*args, **kwargs)
         self.config.host = host
         self.max_body_bytes = max_body_bytes
+
+    def run(self, sockets: list[Any] | None = None) -> None:
+        """A worker process's entry: load the models it received unloaded, then serve."""
+        for model in self.dataplane.model_registry.get_models().values():
+            if isinstance(model, FerModel) and not model.ready:
+                model.load()
+        super().run(sockets=sockets)
 
     def create_application(self) -> None:
         super().create_application()
