@@ -311,6 +311,29 @@ def test_fer2013_folder_prefixes_must_agree_with_folder(tmp_path):
     assert "prefix 'PublicTest_' means split 'validation' but the file is in the 'train' folder" in reasons[names[4]]
 
 
+def _holdout_splits(kind: str, tmp_path: Path, seed: int) -> dict[str, str]:
+    if kind == "fer2013-folder":
+        names = [f"train/happy/Training_{i}.jpg" for i in range(400)] + ["validation/sad/PublicTest_1.jpg"]
+        root = _files(tmp_path / kind, names)
+    else:
+        rows = [f"3,{PIXELS},Training"] * 400 + [f"4,{PIXELS},PublicTest", f"4,{PIXELS},PrivateTest"]
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        root = _fer_csv(tmp_path / "f.csv", rows)
+    return {r.key: r.split for r in _records(_read(kind, root, seed=seed, split_mode="holdout"))}
+
+
+@pytest.mark.parametrize("kind", ["fer2013-folder", "fer2013-csv"])
+def test_fer2013_holdout_mode_keeps_public_test_unseen(tmp_path, kind):
+    splits = _holdout_splits(kind, tmp_path, seed=0)
+    held_out = "validation/sad/PublicTest_1.jpg" if kind == "fer2013-folder" else "line 402"
+    assert splits[held_out] == "test"  # PublicTest is reported on, never early-stopped on
+    counts = Counter(splits.values())
+    assert 20 <= counts["validation"] <= 60  # a seeded ~10% of Training
+    assert counts["train"] + counts["validation"] == 400
+    assert _holdout_splits(kind, tmp_path / "again", seed=0) == splits
+    assert _holdout_splits(kind, tmp_path / "other", seed=1) != splits
+
+
 def test_fer2013_folder_needs_split_folders(tmp_path):
     with pytest.raises(DataError, match="no train/, validation/ or test/"):
         _read("fer2013-folder", _files(tmp_path, ["happy/a.jpg"]))

@@ -82,7 +82,8 @@ def read_source(
     Args:
         spec: The source, or its "kind:path" text.
         seed: Seeds every split the source does not fix itself.
-        split_mode: "official" (the dataset's own splits) or "paper" (RAF-DB: random 90/10
+        split_mode: "official" (the dataset's own splits), "holdout" (FER2013: official validation
+            becomes test, a seeded 10% of train validation) or "paper" (RAF-DB: random 90/10
             train/validation of everything); sources with fixed splits ignore it.
         notes: Receives human-readable remarks about the source (e.g. records kept without some
             labels), for the manifest.

@@ -11,8 +11,11 @@ from fer_model.errors import ConfigError, DataError
 from fer_model.records import Split
 from fer_model.tasks import EMOTION
 
-SplitMode = Literal["official", "paper"]
-SPLIT_MODES: tuple[SplitMode, ...] = ("official", "paper")
+SplitMode = Literal["official", "paper", "holdout"]
+SPLIT_MODES: tuple[SplitMode, ...] = ("official", "paper", "holdout")
+
+#: Share of train that "holdout" mode moves to validation.
+HOLDOUT_VALIDATION_FRACTION = 0.1
 
 #: File name endings a folder reader treats as images (compared lower-case).
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
@@ -57,6 +60,22 @@ def hash_split(name: str, seed: int, *, train: float = 0.8, validation: float = 
     if u < train + validation:
         return "validation"
     return "test"
+
+
+def apply_split_mode(split: Split, key: str, *, seed: int, split_mode: str) -> Split:
+    """The split of a record whose dataset fixes train/validation(/test) itself.
+
+    "holdout" keeps the official validation set unseen until the end: it becomes test, and a seeded
+    10% of train (by key hash) becomes validation for early stopping and tuning. That is how FER2013
+    PublicTest figures are reported without having early-stopped on PublicTest.
+    """
+    if split_mode != "holdout":
+        return split
+    if split == "validation":
+        return "test"
+    if split == "train" and hash_fraction(key, seed) < HOLDOUT_VALIDATION_FRACTION:
+        return "validation"
+    return split
 
 
 def require_dir(path: Path, *, kind: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_model.errors import DataError
+from fer_model.readers._common import apply_split_mode
 from fer_model.records import Record, Reject, Split
 from fer_model.tasks import EMOTION
 
@@ -64,12 +65,13 @@ def read_fer2013_csv(
 ) -> Iterator[Record | Reject]:
     """Yield one Record (48x48 uint8 array, emotion only) or Reject per data row of a FER2013 CSV.
 
-    The split comes from `Usage`, whatever the split mode. Keys are "line N" (line 1 is the header).
+    The split comes from `Usage`; split mode "holdout" turns PublicTest into test and a seeded 10% of
+    Training into validation. Keys are "line N" (line 1 is the header).
 
     Raises:
         DataError: the file is missing, empty, or its header lacks `emotion`, `pixels` or `Usage`.
     """
-    del seed, split_mode, notes  # FER2013 fixes its own split (Usage) and has nothing to note
+    del notes  # FER2013 has nothing to note
     if not path.is_file():
         raise DataError(f"FER2013 CSV {path} does not exist or is not a file")
     with open(path, newline="", encoding="utf-8") as f:
@@ -89,4 +91,5 @@ def read_fer2013_csv(
                 yield Reject(source, key, parsed)
                 continue
             image, emotion, split = parsed
+            split = apply_split_mode(split, key, seed=seed, split_mode=split_mode)
             yield Record(source, key, image, {"emotion": emotion}, split, is_face_crop=True)

@@ -40,7 +40,7 @@ def read_fer2013_folder(
     Raises:
         DataError: the folder has none of the train/validation/test folders.
     """
-    del split_mode, notes  # the split comes from the folders
+    del notes  # the split comes from the folders (and the split mode)
     if path.is_dir() and not has_split_folders(path):
         raise DataError(f"FER2013 folder {path} has no train/, validation/ or test/ folder")
     yield from read_emotion_folders(
@@ -51,4 +51,5 @@ def read_fer2013_folder(
         split_folders=True,
         is_face_crop=True,
         check=_prefix_agrees,
+        split_mode=split_mode,
     )

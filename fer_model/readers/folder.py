@@ -11,7 +11,14 @@ import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from fer_model.readers._common import emotion_from_name, hash_split, is_image_name, iter_files, require_dir
+from fer_model.readers._common import (
+    apply_split_mode,
+    emotion_from_name,
+    hash_split,
+    is_image_name,
+    iter_files,
+    require_dir,
+)
 from fer_model.records import SPLITS, Record, Reject, Split
 from fer_model.tasks import EMOTION
 
@@ -34,6 +41,7 @@ def read_emotion_folders(
     split_folders: bool,
     is_face_crop: bool,
     check: FileCheck | None = None,
+    split_mode: str = "official",
 ) -> Iterator[Record | Reject]:
     """One Record (file bytes, emotion) or Reject per non-hidden file under `root`, sorted by path."""
     require_dir(root, kind=kind)
@@ -45,7 +53,7 @@ def read_emotion_folders(
         if len(parts) != (3 if split_folders else 2) or (split_folders and parts[0] not in SPLITS):
             yield Reject(source, key, f"not in the {layout} layout (splits: {', '.join(SPLITS)})")
             continue
-        split: Split = parts[0] if split_folders else hash_split(key, seed)  # type: ignore[assignment]
+        folder_split: Split = parts[0] if split_folders else hash_split(key, seed)  # type: ignore[assignment]
         emotion_dir = parts[-2]
         emotion = emotion_from_name(emotion_dir)
         if emotion is None:
@@ -54,10 +62,12 @@ def read_emotion_folders(
         if not is_image_name(file):
             yield Reject(source, key, "not an image file (expected .jpg, .jpeg or .png)")
             continue
-        reason = check(file, split) if check else None
+        # File-name checks see the folder's split; the split mode remaps it afterwards.
+        reason = check(file, folder_split) if check else None
         if reason:
             yield Reject(source, key, reason)
             continue
+        split = apply_split_mode(folder_split, key, seed=seed, split_mode=split_mode) if split_folders else folder_split
         yield Record(source, key, file.read_bytes(), {"emotion": emotion}, split, is_face_crop=is_face_crop)
 
 
