@@ -230,6 +230,21 @@ def test_rerun_resumes_the_same_study(tmp_path):
     assert more.n_trials == 5
 
 
+@pytest.mark.parametrize(("age_s", "runs"), [(0.0, 0), (600.0, 1)])
+def test_only_orphaned_waiting_trials_are_taken_over(tmp_path, age_s, runs):
+    import optuna
+
+    from fer_model.tuning.study import RESERVED_AT
+
+    config = _config(tmp_path, n_trials=1)
+    study = optuna.create_study(study_name="weights", storage=open_storage(config.storage), direction="maximize")
+    # Another worker's reservation: fresh (it is about to start it) or stale (that worker died).
+    study.enqueue_trial({}, user_attrs={RESERVED_AT: time.time() - age_s})
+    summary = run_study(dataset_dir=None, tune_config=config, trainer=FakeTrainer())
+    assert summary.trials_run == runs and summary.n_trials == 1  # never a second trial
+    assert _states(config) == (["COMPLETE"] if runs else ["WAITING"])
+
+
 def test_per_call_cap_limits_this_worker_only(tmp_path):
     summary = run_study(dataset_dir=None, tune_config=_config(tmp_path, n_trials=5), trainer=FakeTrainer(),
                         n_trials=2)
@@ -367,6 +382,28 @@ def test_select_best_rejects_malformed_defaults(tmp_path):
                                 study_name="weights", default_loss_weights="emotion=2")
 
 
+def test_components_compile_with_their_interfaces(tmp_path):
+    import yaml
+    from kfp import compiler
+
+    from components.select_best import select_best
+    from components.tune_worker import tune_worker
+
+    for component, inputs, outputs in (
+        (tune_worker, {"storage_url", "study_name", "n_trials", "epochs", "width", "seed", "worker_index",
+                       "objective", "pruner"}, {"Output"}),
+        (select_best, {"storage_url", "study_name", "default_loss_weights"}, {"Output", "study_report", "best"}),
+    ):
+        path = tmp_path / f"{component.name}.yaml"
+        compiler.Compiler().compile(component, str(path))
+        spec = yaml.safe_load(path.read_text())
+        (comp,) = spec["components"].values()
+        assert set(comp["inputDefinitions"]["parameters"]) == inputs
+        declared = set(comp["outputDefinitions"].get("parameters", {})) | set(
+            comp["outputDefinitions"].get("artifacts", {}))
+        assert declared == outputs
+
+
 # --- real training through fit --------------------------------------------------------------
 
 
@@ -411,6 +448,22 @@ def test_cli_tune_with_macro_f1_writes_report(tmp_path, tiny_dataset, capsys):
     report = json.loads((tmp_path / "out" / "best_params.json").read_text())
     assert report["objective"] == "emotion_macro_f1" and report["states"] == {"COMPLETE": 2}
     assert 0.0 <= report["best"]["value"] <= 1.0
+
+
+@pytest.mark.slow
+def test_tune_worker_component_runs_trials_on_the_dataset(tmp_path, tiny_dataset, monkeypatch):
+    from kfp.dsl import Dataset
+
+    from components.tune_worker import tune_worker
+
+    # The storage URL's environment variables are expanded inside the component.
+    monkeypatch.setenv("FER_TUNE_DIR", str(tmp_path))
+    ran = tune_worker.python_func(dataset=_artifact(Dataset, tiny_dataset), storage_url="${FER_TUNE_DIR}/k.journal",
+                                  study_name="kfp", n_trials=1, epochs=1, width=0.125, seed=0, worker_index=1,
+                                  pruner="none")
+    assert ran == 1
+    (trial,) = load_study(storage=str(tmp_path / "k.journal"), study_name="kfp").trials
+    assert trial.state.name == "COMPLETE" and trial.user_attrs["worker"] == 1
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -228,22 +228,34 @@ def run_study(
     return summary
 
 
+#: User attribute stamping a reservation with its wall-clock time (seconds since the epoch).
+RESERVED_AT = "reserved_at"
+#: A WAITING trial older than this was reserved by a worker that died before starting it (a live one
+#: starts its reservation within milliseconds), or re-queued by the heartbeat check: anyone may run it.
+ORPHAN_AFTER_S = 60.0
+
+
 def _claim(study: optuna.Study, *, lock: ClaimLock, target: int) -> bool:
     """Reserve the study's next trial; False once the study holds `target` trials.
 
     The reservation is a WAITING trial enqueued under the lock; `optimize(n_trials=1)` right after
-    pops a WAITING trial (ours or an equivalent one) instead of creating one, so trials are only
-    ever created under the lock. WAITING trials left by a dead worker, or re-queued by the heartbeat
-    check, are run without a new reservation.
+    pops the oldest WAITING trial instead of creating one, so as long as every pop follows its own
+    reservation, trials are only ever created under the lock. A worker runs a WAITING trial without
+    reserving only if it is an orphan (older than `ORPHAN_AFTER_S`): a fresh one belongs to a worker
+    about to pop it, and taking it would make that worker create a trial outside the lock.
     """
     from optuna.trial import TrialState
 
     with lock.hold():
         trials = study.get_trials(deepcopy=False)
+        now = time.time()
         if len(trials) < target:
-            study.enqueue_trial({})
+            study.enqueue_trial({}, user_attrs={RESERVED_AT: now})
             return True
-        return any(t.state == TrialState.WAITING for t in trials)
+        return any(
+            t.state == TrialState.WAITING and now - float(t.user_attrs.get(RESERVED_AT, 0.0)) > ORPHAN_AFTER_S
+            for t in trials
+        )
 
 
 class _Reporter:
