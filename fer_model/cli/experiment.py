@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--batch-size", type=int, default=32, help="batch size (default: %(default)s)")
     run.add_argument("--augment", action="store_true", help="in-model augmentation (not in the paper's recipe)")
     run.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing (paper: 0)")
+    run.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPUs only)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--time-limit", type=float, help="stop each run after this many seconds (best weights kept)")
     run.add_argument("--machine", help="label recorded with every figure (default: host name)")
@@ -62,7 +63,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--runs multi_task_tuned needs --tuned best_params.json (from `fer-mtl tune`)")
     recipe = Recipe(width=args.width, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                     augment=args.augment, label_smoothing=args.label_smoothing,
-                    tuned_loss_weights=_tuned_weights(args.tuned))
+                    mixed_precision=args.mixed_precision, tuned_loss_weights=_tuned_weights(args.tuned))
     specs = {s.name: s for s in standard_runs(recipe)}
     for name in names:
         run_one(specs[name], dataset_dir=args.dataset, out_dir=args.out, time_limit_s=args.time_limit,
