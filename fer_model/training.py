@@ -50,7 +50,8 @@ class TrainConfig:
         label_smoothing: Cross-entropy label smoothing, in [0, 1).
         class_weighting: Weight emotion classes by inverse training frequency.
         verbose: Keras `fit` verbosity (0 silent, 1 progress bar, 2 one line per epoch).
-        jit_compile: XLA-compile the train step; off by default because XLA halves CPU throughput here.
+        jit_compile: XLA-compile the TensorFlow train step; off by default because XLA halves CPU
+            throughput here. Other backends use Keras' "auto" (JAX jit-compiles, torch runs eagerly).
     """
 
     epochs: int = 100
@@ -170,6 +171,14 @@ def _metric_name(task: str, model_config: ModelConfig) -> str:
     return "accuracy" if len(model_config.tasks) > 1 else f"{task}_accuracy"
 
 
+def _jit_compile(train_config: TrainConfig) -> bool | str:
+    import keras
+
+    # The flag is about TensorFlow, where XLA slows CPU training. Un-jitted JAX runs op by op (far
+    # too slow to train), and Keras' torch compile is experimental: leave those to Keras' "auto".
+    return train_config.jit_compile if keras.backend.backend() == "tensorflow" else "auto"
+
+
 def compile_model(
     model: keras.Model, *, model_config: ModelConfig, train_config: TrainConfig, class_weights: list[float] | None
 ) -> None:
@@ -191,7 +200,7 @@ def compile_model(
         loss=losses,
         loss_weights=train_config.weights_for(model_config.tasks),
         metrics={t: [MaskedAccuracy(name=_metric_name(t, model_config))] for t in model_config.tasks},
-        jit_compile=train_config.jit_compile,
+        jit_compile=_jit_compile(train_config),
     )
 
 

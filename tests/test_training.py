@@ -58,6 +58,16 @@ def test_train_config_defaults_and_private_weights_copy() -> None:
     assert default.jit_compile is False
 
 
+def test_jit_compile_flag_reaches_the_tensorflow_train_step() -> None:
+    from fer_model.training import compile_model
+
+    model = build_model(ModelConfig(width=0.25, tasks=("emotion",)))
+    for flag in (False, True):
+        compile_model(model, model_config=ModelConfig(width=0.25, tasks=("emotion",)),
+                      train_config=TrainConfig(jit_compile=flag), class_weights=None)  # fmt: skip
+        assert model.jit_compile is flag
+
+
 # --- masked loss and metric -------------------------------------------------------------------
 
 
