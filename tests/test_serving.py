@@ -230,6 +230,32 @@ def test_v2_aligned_faces(server: Server, model_tasks: dict[str, list[str]]) -> 
     np.testing.assert_allclose(np.array(emotion).ravel(), out["emotion"]["data"], atol=1e-6)
 
 
+def test_v2_requested_outputs_only(server: Server, astronaut_jpeg: bytes) -> None:
+    body = {**_v2_images(astronaut_jpeg), "outputs": [{"name": "emotion"}, {"name": "box"}]}
+    r = _v2(server, body)
+    assert r.status_code == 200, r.text
+    assert [o["name"] for o in r.json()["outputs"]] == ["emotion", "box"]
+
+
+def test_v2_binary_image_input_is_refused_with_the_workaround(server: Server, astronaut_jpeg: bytes) -> None:
+    payload = struct.pack("<I", len(astronaut_jpeg)) + astronaut_jpeg
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "image", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": len(payload)}}
+            ]
+        }
+    ).encode()
+    r = requests.post(
+        f"{server.url}/v2/models/{NAME}/infer",
+        data=header + payload,
+        headers={"inference-header-content-length": str(len(header)), "content-type": "application/octet-stream"},
+        timeout=60,
+    )
+    assert r.status_code == 400
+    assert "base64-encoded in JSON" in r.json()["error"]
+
+
 def test_raw_image_body_on_v1(server: Server, astronaut_jpeg: bytes) -> None:
     r = requests.post(
         f"{server.url}/v1/models/{NAME}:predict",
