@@ -378,3 +378,42 @@ def test_deploy_component_calls_through(fake_kube: tuple[FakeKube, Any], monkeyp
     assert {"name": "STORAGE_URI", "value": "gs://fer-models/run-44/model"} in created["spec"]["predictor"][
         "containers"
     ][0]["env"]
+
+
+def test_cli_dry_run_prints_manifest_and_patch(capsys: pytest.CaptureFixture[str]) -> None:
+    from fer_model.cli import main
+
+    code = main(
+        ["deploy", "--storage-uri", "gs://fer-models/run-45/model", "--namespace", NS, "--canary", "30", "--dry-run"]
+    )
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["create"]["metadata"]["namespace"] == NS
+    assert printed["patch_if_exists"]["spec"]["predictor"]["canaryTrafficPercent"] == 30
+
+
+def test_cli_deploys_and_reports(
+    fake_kube: tuple[FakeKube, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import fer_model.serving.deploy as deploy_module
+    from fer_model.cli import main
+
+    _, api = fake_kube
+    monkeypatch.setattr(deploy_module, "default_api", lambda: api)
+    argv = ["deploy", "--storage-uri", "gs://fer-models/run-46/model", "--namespace", NS, "--poll-interval", "0.01"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "action": "created",
+        "name": "fer-mtl",
+        "namespace": NS,
+        "url": URL,
+        "canary_traffic_percent": None,
+    }
+
+
+def test_cli_bad_flag_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from fer_model.cli import main
+
+    assert main(["deploy", "--storage-uri", "/not/a/uri", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "`storage_uri` must be a URI" in err and err.count("\n") == 1
