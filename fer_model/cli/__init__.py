@@ -27,6 +27,7 @@ _COMMANDS: tuple[str, ...] = (
     "pipeline",
     "demo",
     "serve",
+    "deploy",
     "experiment",
 )
 
