@@ -46,6 +46,9 @@ _K8S_ALIAS = re.compile(r"^K8sIoApi[A-Z][a-z]+(V\d+(?:alpha\d+|beta\d+)?[A-Z]\w+
 
 def _model_class(name: str) -> type | None:
     """The SDK class for an OpenAPI type name; None when neither SDK has it."""
+    from fer_model.serving._kserve import import_kserve
+
+    import_kserve()
     import kserve.models
     import kubernetes.client.models
 

@@ -152,6 +152,10 @@ class DeployResult:
     canary_traffic_percent: int | None
     status: dict[str, Any]
 
+    def __post_init__(self) -> None:
+        if self.action not in ("created", "patched"):
+            raise ConfigError(f"`action` must be 'created' or 'patched', got {self.action!r}")
+
 
 def build_inferenceservice(config: DeployConfig) -> dict[str, Any]:
     """The InferenceService manifest (a dict) for our custom predictor, without canary traffic."""

@@ -27,19 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from fer_model.serving._kserve import import_kserve
 
-def _import_kserve() -> None:
-    # kserve.model_server parses sys.argv at import time (its own flags); our flags are not its
-    # business, and e.g. `--model` would be taken as an abbreviation of its `--model_name`.
-    saved = sys.argv
-    sys.argv = saved[:1]
-    try:
-        import kserve  # noqa: F401
-    finally:
-        sys.argv = saved
-
-
-_import_kserve()
+import_kserve()
 
 import kserve  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
