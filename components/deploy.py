@@ -3,16 +3,16 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Model, Output
 
-from components._images import CPU_IMAGE, PREDICTOR_IMAGE
+from components._images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def deploy(
     model: Input[Model],
     deployment: Output[Artifact],
+    image: str,
     name: str = "fer-mtl",
     namespace: str = "kubeflow-user-example-com",
-    image: str = PREDICTOR_IMAGE,
     canary_traffic_percent: int = 10,
     min_replicas: int = 1,
     max_replicas: int = 3,
@@ -27,7 +27,9 @@ def deploy(
         deployment: Written as JSON: action, URL, canary share, the manifest, and final status.
         name: InferenceService name (also the model name in request paths).
         namespace: Namespace the pipeline's service account may deploy to (manifests/base/deploy-rbac.yaml).
-        image: The predictor image (`fer-mtl serve`).
+        image: The predictor image (`fer-mtl serve`); no default here, because KFP ships only this
+            function's source, where a module constant would be undefined (the pipeline passes
+            `components._images.PREDICTOR_IMAGE`).
         canary_traffic_percent: Traffic share of the new revision when a service already exists;
             100 promotes at once.
         min_replicas, max_replicas: Autoscaling bounds.
