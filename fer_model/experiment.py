@@ -55,6 +55,7 @@ class Recipe:
     width: float = 1.0
     epochs: int = 100
     batch_size: int = 32
+    learning_rate: float = 3e-4
     seed: int = 0
     augment: bool = False
     label_smoothing: float = 0.0
@@ -68,7 +69,8 @@ def standard_runs(recipe: Recipe) -> list[RunSpec]:
     """(a) single-task emotion, (b) multi-task with the paper's weights, (c) (b) with tuned weights."""
     model = ModelConfig(width=recipe.width, augment=recipe.augment)
     train = TrainConfig(
-        epochs=recipe.epochs, batch_size=recipe.batch_size, seed=recipe.seed, label_smoothing=recipe.label_smoothing,
+        epochs=recipe.epochs, batch_size=recipe.batch_size, learning_rate=recipe.learning_rate, seed=recipe.seed,
+        label_smoothing=recipe.label_smoothing,
         mixed_precision=recipe.mixed_precision, verbose=recipe.verbose,
     )
     runs = [

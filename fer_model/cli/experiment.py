@@ -27,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--width", type=float, default=1.0, help="width multiplier (default: the paper's 1.0)")
     run.add_argument("--epochs", type=int, default=100, help="maximum epochs (default: %(default)s)")
     run.add_argument("--batch-size", type=int, default=32, help="batch size (default: %(default)s)")
+    run.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default: %(default)s)")
     run.add_argument("--augment", action="store_true", help="in-model augmentation (not in the paper's recipe)")
     run.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing (paper: 0)")
     run.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPUs only)")
@@ -61,7 +62,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--runs has unknown run(s) {unknown}; expected some of {','.join(_RUN_NAMES)}")
     if "multi_task_tuned" in names and not args.tuned:
         raise ConfigError("--runs multi_task_tuned needs --tuned best_params.json (from `fer-mtl tune`)")
-    recipe = Recipe(width=args.width, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+    recipe = Recipe(width=args.width, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                    seed=args.seed,
                     augment=args.augment, label_smoothing=args.label_smoothing,
                     mixed_precision=args.mixed_precision, tuned_loss_weights=_tuned_weights(args.tuned))
     specs = {s.name: s for s in standard_runs(recipe)}

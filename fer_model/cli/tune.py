@@ -43,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--weight-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=list(DEFAULT_WEIGHT_RANGE),
         help="log-uniform range of every task's loss weight (default: %(default)s)",
     )
+    parser.add_argument("--lr", type=float, default=3e-4, help="learning rate of every trial (default: %(default)s)")
     parser.add_argument("--lr-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
                         help="also search the learning rate in this log range")
     parser.add_argument("--out", default=None, help="write best_params.json, trials.csv and plots.html here")
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         learning_rate=tuple(args.lr_range) if args.lr_range else None,
     )
     model_config = ModelConfig(width=args.width)
-    train_config = TrainConfig(batch_size=args.batch_size, seed=args.seed)
+    train_config = TrainConfig(batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed)
     # Our per-trial line replaces Optuna's own INFO line per trial.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(f"study {args.study} in {redact(args.storage)}: {args.trials} trials, {args.workers} worker(s), "
