@@ -1,0 +1,59 @@
+"""Turn one GPU-trained run into a complete model artifact, re-scored here on the original pixels.
+
+    python experiments/real_faces/finalize.py RUN_DIR MODEL_KERAS DATASET OUT
+
+RUN_DIR is `<results>/<recipe>/<run>` as the GPU script left it (model/config.json, history.json,
+result.json); MODEL_KERAS its model.keras; DATASET the dataset artifact the GPU's pack was made
+from. The model trained under JAX is loaded under TensorFlow, given its SavedModel export, scored on
+DATASET's test split (original pixels, not the lossy transport copy), and its model card rendered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("model_keras", type=Path)
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--no-saved-model", action="store_true", help="skip the TF SavedModel export")
+    args = parser.parse_args()
+
+    import keras
+
+    from fer_model.evaluation import evaluate
+    from fer_model.model_artifact import export_saved_model
+    from fer_model.model_card import EXPERIMENT_FILE, write_model_card
+
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    args.out.mkdir(parents=True)
+    for name in ("config.json", "history.json"):
+        shutil.copy(args.run_dir / "model" / name, args.out / name)
+    shutil.copy(args.model_keras, args.out / "model.keras")
+    result = json.loads((args.run_dir / "result.json").read_text())
+    # Provenance of the figures measured where it trained (on the transport copy of the pixels).
+    (args.out / EXPERIMENT_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    config = json.loads((args.out / "config.json").read_text())
+    if not args.no_saved_model:
+        model = keras.saving.load_model(args.out / "model.keras")
+        export_saved_model(model, args.out / "saved_model" / "1", tasks=list(config["tasks"]),
+                           image_size=int(config["input_size"]))
+        config["saved_model"] = "saved_model/1"
+        (args.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    evaluation = args.out.parent / f".{args.out.name}-evaluation"
+    metrics = evaluate(model_dir=args.out, dataset_dir=args.dataset, out_dir=evaluation, split="test")
+    shutil.copy(evaluation / "metrics.json", args.out / "metrics.json")
+    shutil.rmtree(evaluation)
+    write_model_card(args.out)
+    print(json.dumps({t: m["accuracy"] for t, m in metrics["tasks"].items()}))
+
+
+if __name__ == "__main__":
+    main()

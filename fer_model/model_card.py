@@ -1,0 +1,115 @@
+"""MODEL_CARD.md for a model artifact, rendered from the artifact's own files.
+
+The card's numbers come from `metrics.json` (evaluation on held-out data) and `config.json`, never
+typed by hand, so a card cannot drift from the model it describes; a test re-renders the shipped
+card and compares.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fer_model.errors import ArtifactError
+
+METRICS_FILE = "metrics.json"
+EXPERIMENT_FILE = "experiment.json"
+CARD_FILE = "MODEL_CARD.md"
+
+_DATA = """\
+| data | used for | licence |
+|---|---|---|
+| FER2013 (Goodfellow et al., 2013): `Training` rows; `PublicTest` held out | emotion | research use |
+| UTKFace (Zhang et al., 2017): 8,000 crops, seeded 80/10/10 split | gender, race, age | **non-commercial** |
+"""
+
+_LIMITATIONS = """\
+- **Licence**: UTKFace is licensed for non-commercial research only; this model inherits that
+  restriction. Do not use it commercially.
+- **No image carries all four labels**: emotion was learned from FER2013 alone, gender/race/age from
+  UTKFace alone (masked losses). Emotion accuracy per *true* demographic group cannot be measured on
+  these data; the table above groups by the model's *predicted* group, which inherits those heads' errors.
+- **Coarse, contested categories**: race has three classes (UTKFace's Indian and Others are unlabelled
+  for race, so those faces are only seen by the other heads); gender is binary in the training data
+  although the head has an `unsure` class that was never trained; age is five bins.
+- **Posed-looking, low-resolution faces**: FER2013 faces are 48x48 web crops; expect lower accuracy on
+  profile views, occlusion, children and extreme lighting. Emotion labels are single annotations.
+- **Not for decisions about people**: inferring emotion, gender, race or age from a face is error-prone
+  and can be discriminatory. Do not use it for hiring, policing, access, or any consequential decision.
+"""
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"{path} is missing or unreadable: {e}") from e
+
+
+def _pct(value: Any) -> str:
+    return "n/a" if value is None else f"{100 * float(value):.2f}%"
+
+
+def render_model_card(model_dir: str | os.PathLike[str]) -> str:
+    """The model card text of a model artifact that holds `metrics.json` (and optionally `experiment.json`)."""
+    root = Path(model_dir)
+    config = _load(root / "config.json")
+    metrics = _load(root / METRICS_FILE)
+    experiment = _load(root / EXPERIMENT_FILE) if (root / EXPERIMENT_FILE).is_file() else {}
+    model, training = config.get("model", {}), config.get("training", {})
+    env: Mapping[str, Any] = experiment.get("environment", {})
+    lines = [
+        "# Model card: fer-mtl pretrained multi-task model",
+        "",
+        "One CNN (the layers of arXiv 2110.15028, width multiplier "
+        f"{model.get('width')}) predicting emotion, gender, race and age bin from a 50x50 grayscale face "
+        "aligned on the eye centres. `fer-mtl predict` and `fer-mtl serve` use it when no model is given.",
+        "",
+        "## Intended use",
+        "Research and prototyping of facial-expression analysis; demos of the fer-mtl pipeline. "
+        "Non-commercial only (see the licences below).",
+        "",
+        "## Training data",
+        _DATA,
+        "## Training",
+        f"- Heads: {', '.join(config.get('tasks', {}))}; loss weights "
+        + ", ".join(f"{t} {w:g}" for t, w in config.get("loss_weights", {}).items()),
+        f"- Batch {training.get('batch_size')}, Adam lr {training.get('learning_rate')}, "
+        f"augmentation {'on' if model.get('augment') else 'off'}, label smoothing {training.get('label_smoothing')}, "
+        f"mixed precision {'on' if training.get('mixed_precision') else 'off'}",
+        f"- Epochs run {config.get('epochs_run')}, best epoch {int(config.get('best_epoch', 0)) + 1} "
+        "(early stopping on validation emotion accuracy, best weights restored)",
+    ]
+    if env:
+        lines.append(f"- Trained with Keras on {env.get('backend')}, {env.get('device')} ({env.get('machine')})")
+    lines += [
+        f"- Alignment: eye levelling {'on' if config.get('alignment', {}).get('eye_alignment', True) else 'off'}, "
+        f"rotation capped at {config.get('alignment', {}).get('max_angle', 10)} degrees",
+        "",
+        f"## Accuracy on held-out data (split `{metrics.get('split')}`)",
+        "| task | accuracy | macro-F1 | test samples | held-out data |",
+        "|---|---|---|---|---|",
+    ]
+    where = {"emotion": "FER2013 PublicTest"}
+    for task, m in metrics.get("tasks", {}).items():
+        lines.append(f"| {task} | {_pct(m.get('accuracy'))} | {_pct(m.get('macro_f1'))} | {m.get('n_labelled')} "
+                     f"| {where.get(task, 'UTKFace held-out split')} |")
+    groups = experiment.get("emotion_by_predicted_group") or {}
+    if groups:
+        lines += ["", "## Emotion accuracy by predicted group (FER2013 PublicTest)",
+                  "| attribute | group | faces | emotion accuracy |", "|---|---|---|---|"]
+        for attribute, rows in groups.items():
+            for group, row in rows.items():
+                lines.append(f"| {attribute} | {group} | {row['n']} | {_pct(row['emotion_accuracy'])} |")
+    lines += ["", "## Limitations and biases", _LIMITATIONS]
+    return "\n".join(lines)
+
+
+def write_model_card(model_dir: str | os.PathLike[str]) -> Path:
+    """Render and write `MODEL_CARD.md` into the model artifact folder."""
+    path = Path(model_dir) / CARD_FILE
+    path.write_text(render_model_card(model_dir))
+    return path

@@ -1,0 +1,57 @@
+"""Model cards are rendered from the artifact's metrics and config, so their numbers cannot drift."""
+
+import json
+import shutil
+
+import pytest
+
+from fer_model.errors import ArtifactError
+from fer_model.model_card import EXPERIMENT_FILE, render_model_card, write_model_card
+
+
+@pytest.fixture(scope="module")
+def carded_model(tiny_model_dir, sample_dataset_dir, tmp_path_factory):
+    from fer_model.evaluation import evaluate
+
+    root = tmp_path_factory.mktemp("carded") / "model"
+    shutil.copytree(tiny_model_dir, root)
+    metrics = evaluate(model_dir=root, dataset_dir=sample_dataset_dir, out_dir=root.parent / "eval", split="test")
+    (root / "metrics.json").write_text(json.dumps(metrics))
+    return root, metrics
+
+
+def test_card_quotes_every_task_metric_and_the_licence(carded_model):
+    root, metrics = carded_model
+    card = write_model_card(root).read_text()
+    for task, m in metrics["tasks"].items():
+        row = next(line for line in card.splitlines() if line.startswith(f"| {task} |"))
+        assert f"{100 * m['accuracy']:.2f}%" in row and f"| {m['n_labelled']} |" in row
+    assert "non-commercial" in card
+    config = json.loads((root / "config.json").read_text())
+    assert f"width multiplier {config['model']['width']}" in card
+
+
+def test_card_changes_when_the_metrics_change(carded_model, tmp_path):
+    root, metrics = carded_model
+    copy = tmp_path / "model"
+    shutil.copytree(root, copy)
+    changed = json.loads(json.dumps(metrics))
+    changed["tasks"]["emotion"]["accuracy"] = 0.123456
+    (copy / "metrics.json").write_text(json.dumps(changed))
+    assert "12.35%" in render_model_card(copy)
+    assert render_model_card(copy) != render_model_card(root)
+
+
+def test_predicted_group_table_from_the_experiment_record(carded_model, tmp_path):
+    root, _ = carded_model
+    copy = tmp_path / "model"
+    shutil.copytree(root, copy)
+    groups = {"gender": {"male": {"n": 10, "emotion_accuracy": 0.7}, "female": {"n": 0, "emotion_accuracy": None}}}
+    (copy / EXPERIMENT_FILE).write_text(json.dumps({"emotion_by_predicted_group": groups, "environment": {}}))
+    card = render_model_card(copy)
+    assert "| gender | male | 10 | 70.00% |" in card and "| gender | female | 0 | n/a |" in card
+
+
+def test_card_without_metrics_says_what_is_missing(tiny_model_dir):
+    with pytest.raises(ArtifactError, match="metrics.json is missing or unreadable"):
+        render_model_card(tiny_model_dir)
