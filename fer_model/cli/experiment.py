@@ -47,7 +47,8 @@ def _tuned_weights(path: str | None) -> dict[str, float] | None:
         params = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise ConfigError(f"--tuned {path}: cannot read best parameters: {e}") from e
-    weights = params.get("loss_weights", params)
+    # `fer-mtl tune --out` writes {"best": {"loss_weights": ...}}; `tuning.best_params` returns the inner dict.
+    weights = params.get("best", params).get("loss_weights") if isinstance(params, dict) else None
     if not isinstance(weights, dict) or not weights:
         raise ConfigError(f"--tuned {path}: expected a `loss_weights` mapping task -> weight")
     return {str(k): float(v) for k, v in weights.items()}
