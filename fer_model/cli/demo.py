@@ -2,7 +2,7 @@
 
 It runs the same DAG as a cluster run (prepare -> tune -> train -> evaluate -> gate -> deploy),
 under kfp.local, with demo-sized settings so it finishes in minutes on a laptop: a generated data
-set, a narrow network, a few epochs and tuning trials, no accuracy bar, and a dry-run deploy that
+set, a half-width network, few epochs and tuning trials, a low accuracy bar, and a dry-run deploy that
 only writes the InferenceService manifest. Its numbers say the plumbing works, not how good the
 paper's model is.
 """
@@ -17,17 +17,20 @@ logger = logging.getLogger(__name__)
 
 #: Demo-sized pipeline parameters (a real run uses the pipeline's defaults: width 1, 100 epochs, ...).
 DEMO_PARAMS: dict[str, Any] = {
-    "sample_n": 280,
+    # A few thousand faces, a half-width network and 16 epochs: every head clearly beats chance in
+    # about three minutes on 2 CPU cores (the paper's full-width model trains at ~40 images/s there).
+    "sample_n": 2400,
     "prepare_workers": 2,
-    "width": 0.25,
-    "epochs": 4,
+    "width": 0.5,
+    "epochs": 16,
     "batch_size": 32,
     "learning_rate": 1e-3,
-    "tune_trials": 2,
-    "tune_workers": 1,
-    "tune_epochs": 1,
-    "tune_width": 0.125,
-    "min_emotion_accuracy": 0.0,
+    "tune_trials": 4,
+    "tune_workers": 2,
+    "tune_epochs": 2,
+    "tune_width": 0.25,
+    # Above chance (1/7) for emotion, so the gate really decides.
+    "min_emotion_accuracy": 0.2,
     "deploy_model": True,
     "deploy_dry_run": True,
 }
@@ -57,7 +60,7 @@ def _demo(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {**DEMO_PARAMS, "seed": args.seed, **parse_assignments(args.param)}
     shown = ", ".join(f"{k}={v}" for k, v in params.items())
     print(f"fer-mtl demo: the full pipeline on generated sample data, with DEMO-SIZED settings ({shown}).")
-    print("These settings prove the pipeline end to end; they do not train a useful model.\n", flush=True)
+    print("They prove the pipeline end to end on synthetic faces; the numbers are not a benchmark.\n", flush=True)
     run = run_local(params, out_dir=args.out)
     print_local_run(run)
     if run.report:
