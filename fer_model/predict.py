@@ -70,7 +70,8 @@ class FacePrediction:
         }
 
 
-def _resolve_model_dir(model_dir: str | os.PathLike[str] | None) -> Path:
+def resolve_model_dir(model_dir: str | os.PathLike[str] | None) -> Path:
+    """`model_dir` as a Path, or the pretrained model shipped in `fer_model/pretrained/` for None."""
     if model_dir is not None:
         return Path(model_dir)
     if not (PRETRAINED_DIR / "config.json").is_file():
@@ -94,7 +95,7 @@ class Predictor:
         from fer_model.images import DEFAULT_MAX_PIXELS
         from fer_model.model_artifact import load_model_artifact
 
-        path = _resolve_model_dir(model_dir)
+        path = resolve_model_dir(model_dir)
         self._artifact = load_model_artifact(path)
         config = self._artifact.config
         self.tasks: dict[str, tuple[str, ...]] = {t: tuple(c) for t, c in config["tasks"].items()}

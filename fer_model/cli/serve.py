@@ -20,7 +20,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Binds 127.0.0.1 by default; in a container pass --host 0.0.0.0. See docs/serving.md."
         ),
     )
-    parser.add_argument("--model", required=True, help="model artifact folder (in a pod: /mnt/models)")
+    parser.add_argument(
+        "--model", default=None,
+        help="model artifact folder (in a pod: /mnt/models; default: the pretrained model shipped with fer-mtl)",
+    )
     parser.add_argument("--name", default="fer-mtl", help="model name in request paths (default: fer-mtl)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="HTTP port (default: 8080)")
@@ -49,11 +52,13 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         max_faces_per_image=args.max_faces,
     )
+    from fer_model.predict import resolve_model_dir
+
     # Imported here: kserve and its web stack are not needed for `fer-mtl --help`.
     from fer_model.serving.server import serve
 
     serve(
-        model_dir=args.model,
+        model_dir=resolve_model_dir(args.model),
         name=args.name,
         host=args.host,
         port=args.port,
