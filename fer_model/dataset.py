@@ -14,8 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from fer_model._atomic import atomic_folder
 from fer_model.errors import ArtifactError
 from fer_model.records import SPLIT_CODES, SPLITS
 from fer_model.tasks import MISSING, TASK_NAMES, TASKS
@@ -142,9 +141,7 @@ def write_dataset(
         checked[task.name] = values.astype(np.int8)
 
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         np.save(tmp / IMAGES_FILE, images)
         np.savez(tmp / LABELS_FILE, **checked)
         np.save(tmp / SPLIT_FILE, split)
@@ -164,12 +161,6 @@ def write_dataset(
             **dict(extra or {}),
         }
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("wrote dataset artifact %s (%d samples, %d rejects)", out, n, len(rejects or []))
     return out
 

@@ -16,14 +16,13 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fer_model import __version__
+from fer_model._atomic import atomic_folder
 from fer_model.errors import ArtifactError
 from fer_model.tasks import get_task
 
@@ -131,9 +130,7 @@ def save_model_artifact(
     inference_model = _inference_copy(model, model_config)
     backend = keras.backend.backend()
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         inference_model.save(tmp / KERAS_FILE)
         saved_model: str | None = None
         if backend == "tensorflow":
@@ -165,12 +162,6 @@ def save_model_artifact(
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         clean_history = {k: [float(x) for x in v] for k, v in history.items()}
         (tmp / HISTORY_FILE).write_text(json.dumps(clean_history, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("wrote model artifact %s (tasks %s, best epoch %d)", out, ",".join(model_config.tasks), best_epoch + 1)
     return out
 
