@@ -41,12 +41,13 @@ def main() -> None:
     # Provenance of the figures measured where it trained (on the transport copy of the pixels).
     (args.out / EXPERIMENT_FILE).write_text(json.dumps(result, indent=2) + "\n")
     config = json.loads((args.out / "config.json").read_text())
+    config["saved_model"] = None
     if not args.no_saved_model:
         model = keras.saving.load_model(args.out / "model.keras")
         export_saved_model(model, args.out / "saved_model" / "1", tasks=list(config["tasks"]),
                            image_size=int(config["input_size"]))
         config["saved_model"] = "saved_model/1"
-        (args.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (args.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     evaluation = args.out.parent / f".{args.out.name}-evaluation"
     metrics = evaluate(model_dir=args.out, dataset_dir=args.dataset, out_dir=evaluation, split="test")
     shutil.copy(evaluation / "metrics.json", args.out / "metrics.json")
