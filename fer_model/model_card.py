@@ -32,10 +32,14 @@ _LIMITATIONS = """\
 - **No image carries all four labels**: emotion was learned from FER2013 alone, gender/race/age from
   UTKFace alone (masked losses). Emotion accuracy per *true* demographic group cannot be measured on
   these data; the table above groups by the model's *predicted* group, which inherits those heads' errors.
+- **Domain shift between the sources**: the gender, race and age heads learned from UTKFace's colour
+  200x200 crops and transfer poorly to FER2013's 48x48 gray faces: there they predict the never-trained
+  `unsure` gender and the 70+ age bin far more often than is plausible. Read the predicted-group table
+  as a lens on the heads as much as on emotion bias.
 - **Coarse, contested categories**: race has three classes (UTKFace's Indian and Others are unlabelled
   for race, so those faces are only seen by the other heads); gender is binary in the training data
   although the head has an `unsure` class that was never trained; age is five bins.
-- **Posed-looking, low-resolution faces**: FER2013 faces are 48x48 web crops; expect lower accuracy on
+- **Low-resolution web faces**: FER2013 faces are 48x48 web crops; expect lower accuracy on
   profile views, occlusion, children and extreme lighting. Emotion labels are single annotations.
 - **Not for decisions about people**: inferring emotion, gender, race or age from a face is error-prone
   and can be discriminatory. Do not use it for hiring, policing, access, or any consequential decision.
