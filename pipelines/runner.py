@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fer_model.errors import ConfigError, FerError
+from fer_model.errors import ConfigError, FerError, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -126,9 +126,12 @@ def compile_to(
     from pipelines.fer_pipeline import compile_pipeline
 
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    compile_pipeline(str(target), images=images, tuning_secret=tuning_secret)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        compile_pipeline(str(target), images=images, tuning_secret=tuning_secret)
+    except OSError as e:
+        raise StorageError(f"cannot write the compiled pipeline to {target}: {e.strerror or e}") from e
     return target, time.perf_counter() - start
 
 

@@ -120,11 +120,11 @@ FER_ERRORS = {
     "pipeline-run-not-local": ("pipeline run --out {out}", "add --local"),
     "pipeline-run-bad-param": ("pipeline run --local -p foo --out {out}", "NAME=VALUE"),
     "pipeline-submit-no-host": ("pipeline submit", "--host is required"),
-    "pipeline-compile-unwritable": pytest.param(
-        "pipeline compile --out {garbage_jpg}/pipeline.yaml", "garbage.jpg",
-        marks=pytest.mark.xfail(strict=True, reason="fer_model/cli/pipeline.py lets FileExistsError escape"),
-    ),
+    "pipeline-compile-unwritable": ("pipeline compile --out {garbage_jpg}/pipeline.yaml",
+                                    "cannot write the compiled pipeline to .*garbage.jpg"),
     "demo-bad-param": ("demo -p foo --out {out}", "NAME=VALUE"),
+    "deploy-local-storage-uri": ("deploy --storage-uri {missing} --dry-run", "`storage_uri` must be a URI"),
+    "deploy-bad-name": ("deploy --storage-uri gs://b/m --name Bad_Name --dry-run", "`name` must be a lowercase DNS"),
     "experiment-unknown-run": ("experiment run --dataset {dataset} --out {out} --runs bogus", "unknown run"),
     "experiment-tuned-without-params": ("experiment run --dataset {dataset} --out {out} --runs multi_task_tuned",
                                         "needs --tuned"),
@@ -151,6 +151,7 @@ ARGPARSE_ERRORS = {
     "demo-bad-seed": ("demo --seed x", "invalid int"),
     "sample-data-no-out": ("sample-data", "--out"),
     "experiment-no-action": ("experiment", "required"),
+    "deploy-no-storage-uri": ("deploy --dry-run", "--storage-uri"),
 }
 
 
