@@ -10,6 +10,7 @@ import csv
 import itertools
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -524,3 +525,12 @@ def test_documented_secret_generator_fills_the_password(tmp_path):
     (secret,) = [d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "Secret"]
     assert {k: base64.b64decode(v).decode() for k, v in secret["data"].items()} == {
         "username": "optuna", "database": "optuna", "password": "0123abcd"}
+
+
+def test_orphaned_worker_claims_no_more_trials(tmp_path):
+    # A worker whose parent (the `fer-mtl tune` process) was killed must not run the study on alone.
+    config = _config(tmp_path, n_trials=4)
+    orphan = run_study(dataset_dir=None, tune_config=config, trainer=FakeTrainer(), parent_pid=os.getppid() + 1)
+    assert orphan.trials_run == 0
+    adopted = run_study(dataset_dir=None, tune_config=config, trainer=FakeTrainer(), parent_pid=os.getppid())
+    assert adopted.trials_run == 4

@@ -142,6 +142,7 @@ def run_study(
     worker_index: int = 0,
     trainer: Trainer | None = None,
     on_trial: Callable[[str], None] | None = None,
+    parent_pid: int | None = None,
 ) -> StudySummary:
     """Run trials of one shared study until it holds `tune_config.n_trials` trials.
 
@@ -159,6 +160,8 @@ def run_study(
         worker_index: This worker's index (0..N-1); offsets the sampler seed.
         trainer: Trains one trial (default: `FitTrainer(dataset_dir)`, i.e. `fer_model.training.fit`).
         on_trial: Receives a progress line after each trial (number, state, value, params, best so far).
+        parent_pid: Set by `run_workers`: once this process's parent is no longer that process (it
+            was killed), claim no more trials instead of running the study on as an orphan.
 
     Returns:
         The study's state after this worker's last trial.
@@ -215,6 +218,10 @@ def run_study(
             if deadline is not None and time.monotonic() >= deadline:
                 logger.info("worker %d: timeout of %ss reached; claiming no more trials", worker_index,
                             tune_config.timeout)
+                break
+            if parent_pid is not None and os.getppid() != parent_pid:
+                logger.warning("worker %d: the process that started it is gone; claiming no more trials",
+                               worker_index)
                 break
             if not _claim(study, lock=lock, target=tune_config.n_trials):
                 break
@@ -347,7 +354,7 @@ def run_workers(
     # Create the study once here: a bad storage fails once, and workers never race to create it.
     _open(tune_config, worker_index=0)
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_study, **kwargs, worker_index=i) for i in range(workers)]
+        futures = [pool.submit(run_study, **kwargs, worker_index=i, parent_pid=os.getpid()) for i in range(workers)]
         return [f.result() for f in futures]
 
 
