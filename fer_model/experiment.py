@@ -102,13 +102,20 @@ def _time_limit(seconds: float) -> Any:
     import keras
 
     class TimeLimit(keras.callbacks.Callback):
-        """Stops after the epoch that crosses the budget; EarlyStopping still restores the best weights."""
+        """Stops after the epoch that crosses the budget; EarlyStopping still restores the best weights.
 
-        def on_train_begin(self, logs: Any = None) -> None:
-            self.start = time.monotonic()
+        The clock starts after the first training step: XLA compilation (over a minute when several
+        runs share a machine) would otherwise eat the budget of the slower-compiling runs.
+        """
+
+        start: float | None = None
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if self.start is None:
+                self.start = time.monotonic()
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            if time.monotonic() - self.start > seconds:
+            if self.start is not None and time.monotonic() - self.start > seconds:
                 logger.info("time limit of %.0f s reached after epoch %d", seconds, epoch + 1)
                 self.model.stop_training = True
 
