@@ -195,10 +195,14 @@ def test_run_without_local_is_refused(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 @pytest.mark.slow
-def test_local_run_produces_every_artifact(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("min_emotion_accuracy", "gate_passes"), [(0.0, True), (0.99, False)],
+                         ids=["gate-passes", "gate-blocks"])
+def test_local_run_produces_every_artifact(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], min_emotion_accuracy: float, gate_passes: bool
+) -> None:
     params = {
         "sample_n": 28, "prepare_workers": 1, "epochs": 1, "width": 0.125, "tune_trials": 1, "tune_workers": 1,
-        "tune_epochs": 1, "tune_width": 0.125, "min_emotion_accuracy": 0.0, "deploy_model": True,
+        "tune_epochs": 1, "tune_width": 0.125, "min_emotion_accuracy": min_emotion_accuracy, "deploy_model": True,
         "deploy_dry_run": True, "seed": 3,
     }
     argv = ["pipeline", "run", "--local", "--out", str(tmp_path)]
@@ -223,10 +227,15 @@ def test_local_run_produces_every_artifact(tmp_path: Path, capsys: pytest.Captur
     assert metrics["split"] == "test" and set(metrics["tasks"]) == {"emotion", "gender", "race", "age"}
     assert (run_dir / "evaluate" / "report").read_text().strip()
     decision = json.loads((run_dir / "gate" / "decision").read_text())
-    assert decision["deploy"] is True
-    deployment = json.loads(next((run_dir).rglob("deploy/deployment")).read_text())
-    assert deployment["dry_run"] is True
-    assert deployment["manifest"]["kind"] == "InferenceService"
+    assert decision["deploy"] is gate_passes
+    deployments = list(run_dir.rglob("deploy/deployment"))
+    if gate_passes:
+        (deployment,) = (json.loads(d.read_text()) for d in deployments)
+        assert deployment["dry_run"] is True
+        assert deployment["manifest"]["kind"] == "InferenceService"
+    else:
+        # The condition held the deploy task back: kfp.local never ran it.
+        assert deployments == [] and not (run_dir / "deploy").exists()
 
     assert f"report: {run_dir / 'evaluate' / 'report'}" in printed
     assert str(dataset) in printed
