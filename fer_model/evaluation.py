@@ -30,14 +30,17 @@ METRICS_FILE = "metrics.json"
 FAIRNESS_ATTRIBUTES: tuple[str, ...] = ("gender", "race", "age")
 
 
-def _fairness(emotion_true: np.ndarray, emotion_pred: np.ndarray, labels: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """Emotion accuracy per true gender / race / age group, over samples labelled for both."""
+def _fairness(
+    emotion_true: np.ndarray, emotion_pred: np.ndarray, groups_of: Mapping[str, np.ndarray]
+) -> dict[str, Any]:
+    """Emotion accuracy per gender / race / age group (group indices from `groups_of`, -1 = none),
+    over samples with an emotion label and a group."""
     emotion_labelled = emotion_true != MISSING
     table: dict[str, Any] = {}
-    for attribute in FAIRNESS_ATTRIBUTES:
+    for attribute in (a for a in FAIRNESS_ATTRIBUTES if a in groups_of):
         groups: dict[str, Any] = {}
         for index, group in enumerate(get_task(attribute).classes):
-            in_group = emotion_labelled & (labels[attribute] == index)
+            in_group = emotion_labelled & (groups_of[attribute] == index)
             n = int(in_group.sum())
             correct = int((emotion_true[in_group] == emotion_pred[in_group]).sum())
             groups[group] = {"n": n, "emotion_accuracy": correct / n if n else None}
@@ -88,9 +91,15 @@ def build_metrics(
         }
         if scores.n_labelled == 0:
             logger.warning("task %s has no labelled samples in split %s; its accuracy is null", name, split)
-    fairness = _fairness(labels["emotion"], predictions["emotion"], labels) if "emotion" in predictions else {}
+    fairness: dict[str, Any] = {}
+    by_predicted: dict[str, Any] = {}
+    if "emotion" in predictions:
+        fairness = _fairness(labels["emotion"], predictions["emotion"], labels)
+        # When no sample carries both an emotion and a group label (FER2013 + UTKFace), grouping by
+        # the model's own group heads is the only lens left; it inherits those heads' errors.
+        by_predicted = _fairness(labels["emotion"], predictions["emotion"], predictions)
     return {"split": split, "num_samples": n.pop(), "tasks": tasks, "fairness": fairness,
-            "model": dict(model_info or {})}
+            "fairness_by_predicted_group": by_predicted, "model": dict(model_info or {})}
 
 
 def _model_tasks(config: Mapping[str, Any], model_dir: Path) -> dict[str, tuple[str, ...]]:

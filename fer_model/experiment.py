@@ -14,7 +14,7 @@ import os
 import platform
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import numpy as np
 from fer_model.dataset import Dataset, load_dataset
 from fer_model.errors import ConfigError
 from fer_model.model import ModelConfig
-from fer_model.tasks import DEFAULT_LOSS_WEIGHTS, MISSING, TASK_NAMES, get_task
+from fer_model.tasks import DEFAULT_LOSS_WEIGHTS, MISSING, TASK_NAMES
 from fer_model.training import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -48,39 +48,22 @@ class RunSpec:
     train_config: TrainConfig
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """Settings shared by every run of a comparison."""
+def standard_runs(
+    *, model_config: ModelConfig, train_config: TrainConfig, tuned_loss_weights: Mapping[str, float] | None = None
+) -> list[RunSpec]:
+    """(a) single-task emotion, (b) multi-task with the paper's weights, (c) (b) with tuned weights.
 
-    width: float = 1.0
-    epochs: int = 100
-    batch_size: int = 32
-    learning_rate: float = 3e-4
-    seed: int = 0
-    augment: bool = False
-    label_smoothing: float = 0.0
-    mixed_precision: bool = False
-    tuned_loss_weights: Mapping[str, float] | None = None
-    verbose: int = 2
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-
-def standard_runs(recipe: Recipe) -> list[RunSpec]:
-    """(a) single-task emotion, (b) multi-task with the paper's weights, (c) (b) with tuned weights."""
-    model = ModelConfig(width=recipe.width, augment=recipe.augment)
-    train = TrainConfig(
-        epochs=recipe.epochs, batch_size=recipe.batch_size, learning_rate=recipe.learning_rate, seed=recipe.seed,
-        label_smoothing=recipe.label_smoothing,
-        mixed_precision=recipe.mixed_precision, verbose=recipe.verbose,
-    )
+    Every run shares `model_config` and `train_config`; only the heads and loss weights differ.
+    """
+    model, train = model_config, train_config
     runs = [
         RunSpec("single_task", "emotion head only, emotion-labelled samples only",
                 replace(model, tasks=("emotion",)), replace(train, loss_weights={"emotion": 1.0})),
         RunSpec("multi_task", "four heads, masked losses, the paper's weights (emotion 2, age 4, race 1.5, gender 0.1)",
                 model, replace(train, loss_weights=dict(DEFAULT_LOSS_WEIGHTS))),
     ]
-    if recipe.tuned_loss_weights:
-        weights = {t: float(recipe.tuned_loss_weights[t]) for t in TASK_NAMES if t in recipe.tuned_loss_weights}
+    if tuned_loss_weights:
+        weights = {t: float(tuned_loss_weights[t]) for t in TASK_NAMES if t in tuned_loss_weights}
         runs.append(RunSpec("multi_task_tuned", "four heads, masked losses, Optuna-tuned weights",
                             model, replace(train, loss_weights=weights)))
     return runs
@@ -136,29 +119,6 @@ def _environment(label: str | None) -> dict[str, str]:
     return env
 
 
-def emotion_by_predicted_group(
-    true_emotion: np.ndarray, predictions: Mapping[str, np.ndarray]
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """Emotion accuracy per *predicted* gender / race / age group.
-
-    Our emotion data carry no group labels, so this is the only bias lens on emotion we have; it
-    inherits the group heads' own errors and says so by its name.
-    """
-    labelled = true_emotion != MISSING
-    correct = predictions["emotion"] == true_emotion
-    table: dict[str, dict[str, dict[str, Any]]] = {}
-    for attribute in ("gender", "race", "age"):
-        if attribute not in predictions:
-            continue
-        rows = {}
-        for index, group in enumerate(get_task(attribute).classes):
-            mask = labelled & (predictions[attribute] == index)
-            n = int(mask.sum())
-            rows[group] = {"n": n, "emotion_accuracy": float(correct[mask].mean()) if n else None}
-        table[attribute] = rows
-    return table
-
-
 def run_one(
     spec: RunSpec,
     *,
@@ -168,9 +128,8 @@ def run_one(
     machine: str | None = None,
 ) -> dict[str, Any]:
     """Train, save, evaluate one run; write and return its result row."""
-    from fer_model.evaluation import evaluate, predict_classes
-    from fer_model.model_artifact import save_model_artifact
-    from fer_model.training import alignment_settings, fit
+    from fer_model.evaluation import evaluate
+    from fer_model.training import fit, save_fit
 
     run_dir = Path(out_dir) / spec.name
     dataset = load_dataset(dataset_dir)
@@ -179,14 +138,11 @@ def run_one(
     started = time.monotonic()
     result = fit(view, model_config=spec.model_config, train_config=spec.train_config, callbacks=callbacks)
     seconds = time.monotonic() - started
-    model_dir = save_model_artifact(
-        run_dir / "model", model=result.model, model_config=spec.model_config, train_config=spec.train_config,
-        history=result.history, best_epoch=result.best_epoch, dataset_manifest_sha256=dataset.manifest_sha256,
-        alignment=alignment_settings(dataset.manifest),
-    )
-    metrics = evaluate(model_dir=model_dir, dataset_dir=dataset_dir, out_dir=run_dir / "evaluation", split="test")
-    test_idx = dataset.indices("test")
-    predicted = predict_classes(result.model, dataset.images, test_idx, tasks=spec.model_config.tasks, batch_size=512)
+    # The artifact records the full dataset's hash: it is what the model is evaluated against.
+    saved = save_fit(result, dataset=dataset, out_dir=run_dir / "model", model_config=spec.model_config,
+                     train_config=spec.train_config)
+    metrics = evaluate(model_dir=saved.model_dir, dataset_dir=dataset_dir, out_dir=run_dir / "evaluation",
+                       split="test")
     epochs_run = len(next(iter(result.history.values())))
     row: dict[str, Any] = {
         "run": spec.name,
@@ -206,9 +162,8 @@ def run_one(
     for task, m in metrics["tasks"].items():
         row[f"{task}_accuracy"] = m["accuracy"]
         row[f"{task}_macro_f1"] = m["macro_f1"]
-    if "emotion" in predicted:
-        true_emotion = np.asarray(dataset.labels["emotion"][test_idx])
-        row["emotion_by_predicted_group"] = emotion_by_predicted_group(true_emotion, predicted)
+    if metrics.get("fairness_by_predicted_group"):
+        row["emotion_by_predicted_group"] = metrics["fairness_by_predicted_group"]
     (run_dir / RESULT_FILE).write_text(json.dumps(row, indent=2) + "\n")
     logger.info("run %s: %s", spec.name, {k: row.get(k) for k in ("emotion_accuracy", "age_accuracy")})
     return row

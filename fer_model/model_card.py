@@ -58,7 +58,8 @@ def _pct(value: Any) -> str:
 
 
 def render_model_card(model_dir: str | os.PathLike[str]) -> str:
-    """The model card text of a model artifact that holds `metrics.json` (and optionally `experiment.json`)."""
+    """The model card text of a model artifact that holds `metrics.json` (and optionally `experiment.json`,
+    the experiment record with the environment it trained in)."""
     root = Path(model_dir)
     config = _load(root / "config.json")
     metrics = _load(root / METRICS_FILE)
@@ -101,7 +102,7 @@ def render_model_card(model_dir: str | os.PathLike[str]) -> str:
     for task, m in metrics.get("tasks", {}).items():
         lines.append(f"| {task} | {_pct(m.get('accuracy'))} | {_pct(m.get('macro_f1'))} | {m.get('n_labelled')} "
                      f"| {where.get(task, 'UTKFace held-out split')} |")
-    groups = experiment.get("emotion_by_predicted_group") or {}
+    groups = metrics.get("fairness_by_predicted_group") or {}
     if groups:
         lines += ["", "## Emotion accuracy by predicted group (FER2013 PublicTest)",
                   "| attribute | group | faces | emotion accuracy |", "|---|---|---|---|"]

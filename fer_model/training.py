@@ -305,10 +305,23 @@ def train(
 ) -> TrainResult:
     """Load a dataset artifact, fit a model on it and write the model artifact to `out_dir`."""
     from fer_model.dataset import load_dataset
-    from fer_model.model_artifact import save_model_artifact
 
     dataset = load_dataset(dataset_dir)
     result = fit(dataset, model_config=model_config, train_config=train_config)
+    return save_fit(result, dataset=dataset, out_dir=out_dir, model_config=model_config, train_config=train_config)
+
+
+def save_fit(
+    result: FitResult,
+    *,
+    dataset: Dataset,
+    out_dir: str | os.PathLike[str],
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+) -> TrainResult:
+    """Write the model artifact of a `fit` on `dataset` (its manifest hash and alignment recorded)."""
+    from fer_model.model_artifact import save_model_artifact
+
     model_dir = save_model_artifact(
         out_dir,
         model=result.model,

@@ -56,9 +56,18 @@ def test_fairness_by_hand():
     assert sum(g["n"] for g in fairness["race"].values()) == 0
 
 
+def test_fairness_by_predicted_group_by_hand():
+    by_predicted = build_metrics(predictions=PREDICTIONS, labels=LABELS, split="test")["fairness_by_predicted_group"]
+    # Only the group heads the model has; race labels are all missing, yet predicted races group emotion.
+    assert set(by_predicted) == {"race"}
+    assert by_predicted["race"]["caucasian"] == {"n": 1, "emotion_accuracy": 1.0}  # sample 3 lacks emotion
+    assert by_predicted["race"]["african_american"] == {"n": 2, "emotion_accuracy": 0.5}
+    assert by_predicted["race"]["asian"] == {"n": 1, "emotion_accuracy": 0.0}
+
+
 def test_no_emotion_head_means_no_fairness_table():
     m = build_metrics(predictions={"race": PREDICTIONS["race"]}, labels=LABELS, split="test")
-    assert m["fairness"] == {}
+    assert m["fairness"] == {} and m["fairness_by_predicted_group"] == {}
 
 
 def test_length_mismatch_is_rejected():

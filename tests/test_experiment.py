@@ -7,23 +7,25 @@ import pytest
 
 from fer_model.dataset import load_dataset
 from fer_model.errors import ConfigError
-from fer_model.experiment import (
-    Recipe,
-    emotion_by_predicted_group,
-    labelled_view,
-    run_one,
-    standard_runs,
-    write_results_table,
-)
+from fer_model.experiment import labelled_view, run_one, standard_runs, write_results_table
+from fer_model.model import ModelConfig
 from fer_model.tasks import MISSING
+from fer_model.training import TrainConfig
+
+
+def _runs(*, width=0.125, epochs=2, tuned=None):
+    return {r.name: r for r in standard_runs(model_config=ModelConfig(width=width),
+                                             train_config=TrainConfig(epochs=epochs, batch_size=64, verbose=0),
+                                             tuned_loss_weights=tuned)}
 
 
 def test_standard_runs_are_the_papers_comparison():
-    runs = {r.name: r for r in standard_runs(Recipe(width=0.5, tuned_loss_weights={"emotion": 3.0, "age": 1.0}))}
+    runs = _runs(width=0.5, tuned={"emotion": 3.0, "age": 1.0})
     assert runs["single_task"].model_config.tasks == ("emotion",)
     assert runs["multi_task"].train_config.loss_weights == {"emotion": 2.0, "gender": 0.1, "race": 1.5, "age": 4.0}
     assert runs["multi_task_tuned"].train_config.loss_weights == {"emotion": 3.0, "age": 1.0}
-    assert "multi_task_tuned" not in {r.name for r in standard_runs(Recipe())}
+    assert runs["single_task"].model_config.width == runs["multi_task"].model_config.width == 0.5
+    assert "multi_task_tuned" not in _runs()
 
 
 def test_labelled_view_keeps_only_samples_with_a_label_for_the_tasks(sample_dataset_dir):
@@ -33,19 +35,8 @@ def test_labelled_view_keeps_only_samples_with_a_label_for_the_tasks(sample_data
     assert (view.labels["gender"] != MISSING).all()
 
 
-def test_emotion_by_predicted_group_by_hand():
-    true = np.array([0, 1, 2, MISSING, 3])
-    predicted = {"emotion": np.array([0, 1, 0, 1, 3]), "gender": np.array([0, 0, 1, 1, 1])}
-    table = emotion_by_predicted_group(true, predicted)
-    assert table["gender"]["male"] == {"n": 2, "emotion_accuracy": 1.0}
-    assert table["gender"]["female"] == {"n": 2, "emotion_accuracy": 0.5}  # the unlabelled one is left out
-    assert table["gender"]["unsure"] == {"n": 0, "emotion_accuracy": None}
-    assert "race" not in table
-
-
 def test_run_one_trains_scores_and_tabulates(sample_dataset_dir, tmp_path):
-    (spec,) = [r for r in standard_runs(Recipe(width=0.125, epochs=2, batch_size=64, verbose=0))
-               if r.name == "multi_task"]
+    spec = _runs()["multi_task"]
     row = run_one(spec, dataset_dir=sample_dataset_dir, out_dir=tmp_path, machine="test")
     saved = json.loads((tmp_path / "multi_task" / "result.json").read_text())
     assert saved == json.loads(json.dumps(row))
@@ -53,14 +44,16 @@ def test_run_one_trains_scores_and_tabulates(sample_dataset_dir, tmp_path):
     for task in ("emotion", "gender", "race", "age"):
         assert 0.0 <= row[f"{task}_accuracy"] <= 1.0
     assert (tmp_path / "multi_task" / "model" / "config.json").is_file()
+    groups = row["emotion_by_predicted_group"]
+    assert set(groups) == {"gender", "race", "age"}
+    assert sum(g["n"] for g in groups["age"].values()) == row["test_counts"]["emotion"]
     md, _ = write_results_table(tmp_path)
     line = next(ln for ln in md.read_text().splitlines() if ln.startswith("| multi_task |"))
     assert f"{100 * row['emotion_accuracy']:.2f}" in line
 
 
 def test_time_limit_stops_after_the_first_epoch_past_the_budget(sample_dataset_dir, tmp_path):
-    (spec,) = [r for r in standard_runs(Recipe(width=0.125, epochs=50, batch_size=64, verbose=0))
-               if r.name == "single_task"]
+    spec = _runs(epochs=50)["single_task"]
     row = run_one(spec, dataset_dir=sample_dataset_dir, out_dir=tmp_path, time_limit_s=1e-6)
     assert row["epochs_run"] == 1
 

@@ -42,14 +42,20 @@ def test_card_changes_when_the_metrics_change(carded_model, tmp_path):
     assert render_model_card(copy) != render_model_card(root)
 
 
-def test_predicted_group_table_from_the_experiment_record(carded_model, tmp_path):
-    root, _ = carded_model
+def test_predicted_group_table_and_training_environment(carded_model, tmp_path):
+    root, metrics = carded_model
     copy = tmp_path / "model"
     shutil.copytree(root, copy)
-    groups = {"gender": {"male": {"n": 10, "emotion_accuracy": 0.7}, "female": {"n": 0, "emotion_accuracy": None}}}
-    (copy / EXPERIMENT_FILE).write_text(json.dumps({"emotion_by_predicted_group": groups, "environment": {}}))
+    changed = json.loads(json.dumps(metrics))
+    changed["fairness_by_predicted_group"] = {
+        "gender": {"male": {"n": 10, "emotion_accuracy": 0.7}, "female": {"n": 0, "emotion_accuracy": None}}
+    }
+    (copy / "metrics.json").write_text(json.dumps(changed))
+    (copy / EXPERIMENT_FILE).write_text(json.dumps({"environment": {"backend": "jax", "device": "GPU X",
+                                                                     "machine": "lab"}}))
     card = render_model_card(copy)
     assert "| gender | male | 10 | 70.00% |" in card and "| gender | female | 0 | n/a |" in card
+    assert "Trained with Keras on jax, GPU X (lab)" in card
 
 
 def test_card_without_metrics_says_what_is_missing(tiny_model_dir):

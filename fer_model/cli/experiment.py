@@ -55,7 +55,9 @@ def _tuned_weights(path: str | None) -> dict[str, float] | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fer_model.experiment import Recipe, run_one, standard_runs, write_results_table
+    from fer_model.experiment import run_one, standard_runs, write_results_table
+    from fer_model.model import ModelConfig
+    from fer_model.training import TrainConfig
 
     names = [n.strip() for n in args.runs.split(",") if n.strip()]
     unknown = [n for n in names if n not in _RUN_NAMES]
@@ -63,11 +65,14 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--runs has unknown run(s) {unknown}; expected some of {','.join(_RUN_NAMES)}")
     if "multi_task_tuned" in names and not args.tuned:
         raise ConfigError("--runs multi_task_tuned needs --tuned best_params.json (from `fer-mtl tune`)")
-    recipe = Recipe(width=args.width, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                    seed=args.seed,
-                    augment=args.augment, label_smoothing=args.label_smoothing,
-                    mixed_precision=args.mixed_precision, tuned_loss_weights=_tuned_weights(args.tuned))
-    specs = {s.name: s for s in standard_runs(recipe)}
+    runs = standard_runs(
+        model_config=ModelConfig(width=args.width, augment=args.augment),
+        train_config=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                                 seed=args.seed, label_smoothing=args.label_smoothing,
+                                 mixed_precision=args.mixed_precision),
+        tuned_loss_weights=_tuned_weights(args.tuned),
+    )
+    specs = {r.name: r for r in runs}
     for name in names:
         run_one(specs[name], dataset_dir=args.dataset, out_dir=args.out, time_limit_s=args.time_limit,
                 machine=args.machine)
