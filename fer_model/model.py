@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -157,3 +158,33 @@ def build_model(config: ModelConfig) -> keras.Model:
     model = keras.Model(inputs=inputs, outputs=outputs, name="fer_mtl")
     logger.debug("built model: width=%s tasks=%s params=%d", config.width, config.tasks, model.count_params())
     return model
+
+
+#: Bias given to a class that never had a training label: its softmax probability underflows to 0.
+SILENCED_BIAS = -1e4
+
+
+def silence_classes(model: keras.Model, classes: Mapping[str, Sequence[str]]) -> None:
+    """Make `model` never predict the named classes, in place (probability 0 on every input).
+
+    A class with no training label has no meaning, yet masked losses leave its output free on
+    faces from sources that do not label that task (e.g. `unsure` gender on FER2013 faces when
+    gender comes from UTKFace alone), where it can win the argmax. Setting its head's bias far
+    below any logit removes it from the softmax inside the model itself, so the Keras file, the
+    SavedModel and every server agree.
+
+    Args:
+        model: A model from `build_model` (one Dense head named after each task).
+        classes: task -> class names to silence; tasks the model lacks are an error.
+    """
+    for task, names in classes.items():
+        if not names:
+            continue
+        try:
+            head = model.get_layer(task)
+        except ValueError:
+            raise ConfigError(f"model has no {task!r} head to silence classes of") from None
+        kernel, bias = head.get_weights()
+        for name in names:
+            bias[get_task(task).index(name)] = SILENCED_BIAS
+        head.set_weights([kernel, bias])

@@ -108,6 +108,7 @@ def save_model_artifact(
     best_epoch: int,
     dataset_manifest_sha256: str,
     alignment: Mapping[str, Any],
+    untrained_classes: Mapping[str, Sequence[str]] | None = None,
 ) -> Path:
     """Write a model artifact atomically (replacing `out_dir` if it exists) and return its path.
 
@@ -121,6 +122,7 @@ def save_model_artifact(
         dataset_manifest_sha256: sha256 of the dataset manifest it was trained on.
         alignment: Alignment settings (AlignConfig fields) the dataset was prepared with; serving
             must align faces the same way.
+        untrained_classes: task -> classes that had no training label (silenced in `model`).
     """
     import keras
 
@@ -158,6 +160,7 @@ def save_model_artifact(
             "epochs_run": max(lengths) if lengths else 0,
             "validation": {k: float(v[best_epoch]) for k, v in history.items() if k.startswith("val_")},
             "saved_model": saved_model,
+            "untrained_classes": {t: list(c) for t, c in (untrained_classes or {}).items()},
         }
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         clean_history = {k: [float(x) for x in v] for k, v in history.items()}

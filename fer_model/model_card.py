@@ -33,12 +33,12 @@ _LIMITATIONS = """\
   UTKFace alone (masked losses). Emotion accuracy per *true* demographic group cannot be measured on
   these data; the table above groups by the model's *predicted* group, which inherits those heads' errors.
 - **Domain shift between the sources**: the gender, race and age heads learned from UTKFace's colour
-  200x200 crops and transfer poorly to FER2013's 48x48 gray faces: there they predict the never-trained
-  `unsure` gender and the 70+ age bin far more often than is plausible. Read the predicted-group table
-  as a lens on the heads as much as on emotion bias.
+  200x200 crops and transfer imperfectly to FER2013's 48x48 gray faces (e.g. the 70+ age bin is
+  predicted there far more often than is plausible). Read the predicted-group table as a lens on the
+  heads as much as on emotion bias.
 - **Coarse, contested categories**: race has three classes (UTKFace's Indian and Others are unlabelled
-  for race, so those faces are only seen by the other heads); gender is binary in the training data
-  although the head has an `unsure` class that was never trained; age is five bins.
+  for race, so those faces are only seen by the other heads); gender is binary in the training data,
+  so the head's `unsure` class had no example and is switched off (see Training); age is five bins.
 - **Low-resolution web faces**: FER2013 faces are 48x48 web crops; expect lower accuracy on
   profile views, occlusion, children and extreme lighting. Emotion labels are single annotations.
 - **Not for decisions about people**: inferring emotion, gender, race or age from a face is error-prone
@@ -88,6 +88,10 @@ def render_model_card(model_dir: str | os.PathLike[str]) -> str:
         f"- Epochs run {config.get('epochs_run')}, best epoch {int(config.get('best_epoch', 0)) + 1} "
         "(early stopping on validation emotion accuracy, best weights restored)",
     ]
+    silenced = config.get("untrained_classes") or {}
+    if silenced:
+        lines.append("- Never predicted (no training example, probability fixed at 0): "
+                     + "; ".join(f"{t} {', '.join(c)}" for t, c in silenced.items()))
     if env:
         lines.append(f"- Trained with Keras on {env.get('backend')}, {env.get('device')} ({env.get('machine')})")
     lines += [

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fer_model.errors import ConfigError
-from fer_model.model import ModelConfig, build_model
+from fer_model.model import ModelConfig, build_model, silence_classes
 from fer_model.tasks import DEFAULT_LOSS_WEIGHTS, MISSING, TASK_NAMES, get_task
 
 if TYPE_CHECKING:
@@ -111,6 +111,7 @@ class FitResult:
     model: Any
     history: dict[str, list[float]]
     best_epoch: int
+    untrained_classes: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,18 @@ def monitor_metric(model_config: ModelConfig) -> str:
     """The validation metric early stopping and LR reduction watch (emotion if the model has it)."""
     task = "emotion" if "emotion" in model_config.tasks else model_config.tasks[0]
     return f"val_{task}_accuracy"
+
+
+def untrained_classes(labels: Mapping[str, np.ndarray]) -> dict[str, list[str]]:
+    """task -> its classes with no training label, for tasks that have some labels (others: nothing)."""
+    out: dict[str, list[str]] = {}
+    for name, values in labels.items():
+        task = get_task(name)
+        present = np.unique(values[values != MISSING])
+        missing = [c for i, c in enumerate(task.classes) if i not in present]
+        if present.size and missing:
+            out[name] = missing
+    return out
 
 
 def emotion_class_weights(labels: np.ndarray) -> list[float]:
@@ -240,6 +253,11 @@ def fit(
         raise ConfigError(f"every loss weight of the model's tasks {model_config.tasks} is 0; nothing would train")
     x_train, y_train = _to_arrays(dataset, "train", model_config.tasks, model_config.image_size)
     x_val, y_val = _to_arrays(dataset, "validation", model_config.tasks, model_config.image_size)
+    # Keras validates in stored order, where each source's faces sit together; a batch with no label
+    # for a task logs loss 0 for it, which would deflate that task's validation loss to roughly the
+    # fraction of batches holding its source. One seeded shuffle gives every batch the mix of sources.
+    order = np.random.default_rng(train_config.seed).permutation(len(x_val))
+    x_val, y_val = x_val[order], {t: v[order] for t, v in y_val.items()}
     class_weights = None
     if train_config.class_weighting and "emotion" in model_config.tasks:
         class_weights = emotion_class_weights(y_train["emotion"])
@@ -285,7 +303,11 @@ def fit(
     logger.info(
         "best epoch %d of %d: %s=%.4f", best_epoch + 1, len(history[monitor]), monitor, history[monitor][best_epoch]
     )
-    return FitResult(model=model, history=history, best_epoch=best_epoch)
+    silenced = untrained_classes(y_train)
+    if silenced:
+        logger.info("classes without a training label, never predicted: %s", silenced)
+        silence_classes(model, silenced)
+    return FitResult(model=model, history=history, best_epoch=best_epoch, untrained_classes=silenced)
 
 
 def best_epoch_of(history: Mapping[str, Sequence[float]], monitor: str) -> int:
@@ -331,6 +353,7 @@ def save_fit(
         best_epoch=result.best_epoch,
         dataset_manifest_sha256=dataset.manifest_sha256,
         alignment=alignment_settings(dataset.manifest),
+        untrained_classes=result.untrained_classes,
     )
     return TrainResult(model_dir=model_dir, history=result.history, best_epoch=result.best_epoch)
 

@@ -130,3 +130,11 @@ def test_builds_and_runs_under_another_backend(backend: str) -> None:
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "['age', 'emotion', 'gender', 'race']" in proc.stdout
+
+
+def test_silence_classes_names_a_missing_head() -> None:
+    from fer_model.model import silence_classes
+
+    model = build_model(ModelConfig(width=0.25, tasks=("emotion",)))
+    with pytest.raises(ConfigError, match="no 'gender' head"):
+        silence_classes(model, {"gender": ["unsure"]})

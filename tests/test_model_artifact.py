@@ -164,3 +164,25 @@ def test_save_round_trip_replaces_an_existing_folder(tiny_model_dir: Path, tmp_p
             train_config=TrainConfig(), history=history, best_epoch=2, dataset_manifest_sha256="", alignment={},
         )  # fmt: skip
     shutil.rmtree(out)
+
+
+def test_silenced_class_stays_silent_in_keras_file_and_saved_model(
+    tiny_model_dir: Path, tmp_path: Path, images: np.ndarray
+) -> None:
+    from fer_model.model import ModelConfig, silence_classes
+    from fer_model.training import TrainConfig
+
+    model = load_model_artifact(tiny_model_dir).model
+    silence_classes(model, {"gender": ["unsure"]})
+    out = save_model_artifact(
+        tmp_path / "model", model=model, model_config=ModelConfig(width=0.25), train_config=TrainConfig(epochs=1),
+        history={"val_emotion_accuracy": [0.3]}, best_epoch=0, dataset_manifest_sha256="f" * 64, alignment={},
+        untrained_classes={"gender": ["unsure"]},
+    )  # fmt: skip
+    assert read_model_config(out)["untrained_classes"] == {"gender": ["unsure"]}
+    reloaded = load_model_artifact(out).model.predict(images, verbose=0)["gender"]
+    serving = tf.saved_model.load(str(out / SAVED_MODEL_DIR)).signatures["serving_default"]
+    served = serving(image=tf.constant(images))["gender"].numpy()
+    for probs in (reloaded, served):
+        assert np.all(probs[:, 2] == 0.0)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)

@@ -51,6 +51,9 @@ def test_shipped_model_answers_for_a_real_photograph(shipped):
         assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-4)
         # A trained head commits: its top class stands well above uniform.
         assert max(probabilities.values()) > 1.5 / len(probabilities)
+    # UTKFace labels gender male/female only: the head's untrained `unsure` class is switched off.
+    assert read_model_config(shipped.model_dir)["untrained_classes"] == {"gender": ["unsure"]}
+    assert face["predictions"]["gender"]["probabilities"]["unsure"] == 0.0
 
 
 def test_predict_cli_uses_the_shipped_model(tmp_path, capsys, shipped):

@@ -12,7 +12,7 @@ from fer_model.errors import ConfigError
 from fer_model.model import ModelConfig, build_model
 from fer_model.records import SPLIT_CODES
 from fer_model.tasks import MISSING, TASK_NAMES, get_task
-from fer_model.training import TrainConfig, emotion_class_weights, fit
+from fer_model.training import TrainConfig, emotion_class_weights, fit, untrained_classes
 from tests._fixtures.models import pattern_dataset
 
 tf = pytest.importorskip("tensorflow")
@@ -228,6 +228,53 @@ def test_learning_rate_floor_stops_training() -> None:
     # History logs the rate each epoch ran with; the final reduction happens after the last epoch.
     np.testing.assert_allclose(result.history["learning_rate"], [1e-3, 1e-3, 1e-4], rtol=1e-5)
     assert float(result.model.optimizer.learning_rate.numpy()) == pytest.approx(1e-5, rel=1e-5)
+
+
+def test_untrained_classes_lists_only_tasks_with_some_labels() -> None:
+    labels = {
+        "gender": np.array([0, 1, MISSING, 1]),  # binary, like UTKFace
+        "race": np.full(4, MISSING),  # a task no sample labels: nothing to say about its classes
+        "emotion": np.arange(7),
+    }
+    assert untrained_classes(labels) == {"gender": ["unsure"]}
+
+
+def test_class_without_a_training_label_is_never_predicted() -> None:
+    # Gender labelled male/female only (UTKFace's case): `unsure` must never win, on any face.
+    base = pattern_dataset(n_train=96, n_val=32, seed=6)
+    train_gender = base.labels["gender"][base.indices("train")]
+    dataset = _relabelled(base, "gender", "train", np.where(train_gender == 2, MISSING, train_gender))
+    result = fit(
+        dataset,
+        model_config=ModelConfig(width=0.25, tasks=("emotion", "gender")),
+        train_config=TrainConfig(epochs=1, learning_rate=1e-3, verbose=0),
+    )
+    assert result.untrained_classes == {"gender": ["unsure"]}
+    rng = np.random.default_rng(0)
+    faces = np.concatenate([dataset.images[..., None], rng.integers(0, 256, (64, 50, 50, 1))]).astype("float32")
+    gender = keras.ops.convert_to_numpy(result.model(faces, training=False)["gender"])
+    assert np.all(gender[:, 2] == 0.0)
+    np.testing.assert_allclose(gender.sum(axis=1), 1.0, rtol=1e-5)
+    assert set(np.unique(gender.argmax(axis=1))) <= {0, 1}
+
+
+def test_validation_loss_is_not_deflated_by_sources_stored_in_blocks() -> None:
+    # Validation as `prepare` stores two sources: 96 faces without a gender label, then 32 with one.
+    base = pattern_dataset(n_train=64, n_val=128, missing_rate=0.0, seed=8)
+    val_gender = base.labels["gender"][base.indices("validation")].copy()
+    val_gender[:96] = MISSING
+    dataset = _relabelled(base, "gender", "validation", val_gender)
+    result = fit(
+        dataset,
+        model_config=ModelConfig(width=0.25, tasks=("emotion", "gender")),
+        train_config=TrainConfig(epochs=1, batch_size=32, learning_rate=1e-3, verbose=0),
+    )
+    images, labels = dataset.subset("validation")
+    labelled = labels["gender"] != MISSING
+    probs = result.model.predict(images[..., None], verbose=0)["gender"][labelled]
+    true_loss = float(-np.log(probs[np.arange(len(probs)), labels["gender"][labelled]]).mean())
+    # In stored order three of four batches would log 0, reporting about a quarter of the true loss.
+    assert result.history["val_gender_loss"][0] == pytest.approx(true_loss, rel=0.3)
 
 
 def test_fit_requires_a_validation_split_and_a_nonzero_weight() -> None:

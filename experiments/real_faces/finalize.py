@@ -1,11 +1,13 @@
-"""Turn one GPU-trained run into a complete model artifact, re-scored here on the original pixels.
+"""Turn one experiment run into a complete model artifact, re-scored here on the original pixels.
 
     python experiments/real_faces/finalize.py RUN_DIR MODEL_KERAS DATASET OUT
 
-RUN_DIR is `<results>/<recipe>/<run>` as the GPU script left it (model/config.json, history.json,
-result.json); MODEL_KERAS its model.keras; DATASET the dataset artifact the GPU's pack was made
-from. The model trained under JAX is loaded under TensorFlow, given its SavedModel export, scored on
-DATASET's test split (original pixels, not the lossy transport copy), and its model card rendered.
+RUN_DIR is a run folder as `fer-mtl experiment run` or the GPU script left it (model/config.json,
+history.json, result.json); MODEL_KERAS its model.keras; DATASET the dataset artifact it trained on
+(for GPU runs, the one the transport pack was made from). The model (trained under JAX or
+TensorFlow) is loaded under TensorFlow, its classes without a training label are silenced as `fit`
+does, it gets its SavedModel export, is scored on DATASET's test split (original pixels, not a lossy
+transport copy), and its model card is rendered.
 """
 
 from __future__ import annotations
@@ -27,23 +29,31 @@ def main() -> None:
 
     import keras
 
+    from fer_model.dataset import load_dataset
     from fer_model.evaluation import evaluate
+    from fer_model.model import silence_classes
     from fer_model.model_artifact import export_saved_model
     from fer_model.model_card import EXPERIMENT_FILE, write_model_card
+    from fer_model.training import untrained_classes
 
     if args.out.exists():
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True)
     for name in ("config.json", "history.json"):
         shutil.copy(args.run_dir / "model" / name, args.out / name)
-    shutil.copy(args.model_keras, args.out / "model.keras")
     result = json.loads((args.run_dir / "result.json").read_text())
     # Provenance of the figures measured where it trained (on the transport copy of the pixels).
     (args.out / EXPERIMENT_FILE).write_text(json.dumps(result, indent=2) + "\n")
     config = json.loads((args.out / "config.json").read_text())
+    # Runs trained before `fit` silenced label-less classes get the same treatment here (idempotent).
+    _, labels = load_dataset(args.dataset).subset("train")
+    silenced = untrained_classes({t: labels[t] for t in config["tasks"]})
+    model = keras.saving.load_model(args.model_keras)
+    silence_classes(model, silenced)
+    model.save(args.out / "model.keras")
+    config["untrained_classes"] = silenced
     config["saved_model"] = None
     if not args.no_saved_model:
-        model = keras.saving.load_model(args.out / "model.keras")
         export_saved_model(model, args.out / "saved_model" / "1", tasks=list(config["tasks"]),
                            image_size=int(config["input_size"]))
         config["saved_model"] = "saved_model/1"
