@@ -58,10 +58,12 @@ class ModelArtifact:
 
 
 def _inference_copy(model: keras.Model, model_config: ModelConfig) -> keras.Model:
-    """A fresh float32, uncompiled copy of `model` with the same weights.
+    """A fresh float32, uncompiled copy of `model` with the same weights and no augmentation layers.
 
     Saving the copy keeps model.keras free of the training-only loss/metric objects (any plain Keras
-    loads it) and of a mixed-precision dtype policy (float16 inference is slow on CPUs).
+    loads it), of a mixed-precision dtype policy (float16 inference is slow on CPUs) and of the
+    augmentation layers: they are identities at inference, and their random-seed state cannot be
+    captured by a SavedModel signature.
     """
     import keras
 
@@ -70,10 +72,12 @@ def _inference_copy(model: keras.Model, model_config: ModelConfig) -> keras.Mode
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
-        copy = build_model(model_config)
+        copy = build_model(dataclasses.replace(model_config, augment=False))
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
-    copy.set_weights(model.get_weights())
+    # By layer name: the augmentation layers `model` may have carry seed state, not weights to copy.
+    for layer in copy.layers:
+        layer.set_weights(model.get_layer(layer.name).get_weights())
     return copy
 
 

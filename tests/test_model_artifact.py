@@ -186,3 +186,26 @@ def test_silenced_class_stays_silent_in_keras_file_and_saved_model(
     for probs in (reloaded, served):
         assert np.all(probs[:, 2] == 0.0)
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_model_trained_with_augmentation_saves_without_its_augmentation_layers(
+    tmp_path: Path, images: np.ndarray
+) -> None:
+    # The augmentation layers' seed state once broke the SavedModel export after a whole training run.
+    from fer_model.model import ModelConfig, build_model
+    from fer_model.training import TrainConfig
+
+    config = ModelConfig(width=0.25, augment=True)
+    model = build_model(config)
+    out = save_model_artifact(
+        tmp_path / "model", model=model, model_config=config, train_config=TrainConfig(epochs=1),
+        history={"val_emotion_accuracy": [0.3]}, best_epoch=0, dataset_manifest_sha256="f" * 64, alignment={},
+    )  # fmt: skip
+    assert read_model_config(out)["model"]["augment"] is True  # the config still says how it was trained
+    reloaded = load_model_artifact(out).model
+    assert not [layer.name for layer in reloaded.layers if layer.name.startswith("aug_")]
+    expected = model.predict(images, verbose=0)
+    served = tf.saved_model.load(str(out / SAVED_MODEL_DIR)).signatures["serving_default"](image=tf.constant(images))
+    for task in TASK_NAMES:
+        np.testing.assert_allclose(reloaded.predict(images, verbose=0)[task], expected[task], atol=1e-6)
+        np.testing.assert_allclose(served[task].numpy(), expected[task], atol=1e-5)
