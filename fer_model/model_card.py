@@ -33,8 +33,8 @@ _LIMITATIONS = """\
   UTKFace alone (masked losses). Emotion accuracy per *true* demographic group cannot be measured on
   these data; the table above groups by the model's *predicted* group, which inherits those heads' errors.
 - **Domain shift between the sources**: the gender, race and age heads learned from UTKFace's colour
-  200x200 crops and transfer imperfectly to FER2013's 48x48 gray faces (e.g. the 70+ age bin is
-  predicted there far more often than is plausible). Read the predicted-group table as a lens on the
+  200x200 crops and transfer imperfectly to FER2013's 48x48 gray faces (e.g. the 0-3 and 70+ age
+  bins are predicted there far more often than is plausible). Read the predicted-group table as a lens on the
   heads as much as on emotion bias.
 - **Coarse, contested categories**: race has three classes (UTKFace's Indian and Others are unlabelled
   for race, so those faces are only seen by the other heads); gender is binary in the training data,
