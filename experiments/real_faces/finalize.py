@@ -46,8 +46,9 @@ def main() -> None:
     (args.out / EXPERIMENT_FILE).write_text(json.dumps(result, indent=2) + "\n")
     config = json.loads((args.out / "config.json").read_text())
     # Runs trained before `fit` silenced label-less classes get the same treatment here (idempotent).
-    _, labels = load_dataset(args.dataset).subset("train")
-    silenced = untrained_classes({t: labels[t] for t in config["tasks"]})
+    dataset = load_dataset(args.dataset)  # images stay memory-mapped: only the labels are read here
+    train = dataset.indices("train")
+    silenced = untrained_classes({t: dataset.labels[t][train] for t in config["tasks"]})
     model = keras.saving.load_model(args.model_keras)
     silence_classes(model, silenced)
     model.save(args.out / "model.keras")
