@@ -43,8 +43,8 @@ def deploy(
     import logging
     from pathlib import Path
 
-    from fer_model.serving.deploy import DeployConfig, build_inferenceservice
-    from fer_model.serving.deploy import deploy as run_deploy
+    from fer_model.release.deploy import DeployConfig, build_inferenceservice
+    from fer_model.release.deploy import deploy as run_deploy
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     storage_uri = model.uri

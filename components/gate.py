@@ -28,7 +28,7 @@ def gate(
     import json
     from pathlib import Path
 
-    from fer_model.serving.gate import decide, load_metrics
+    from fer_model.release.gate import decide, load_metrics
 
     serving = load_metrics(serving_metrics_uri) if serving_metrics_uri else None
     result = decide(

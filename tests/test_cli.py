@@ -1,6 +1,6 @@
 """CLI error paths: each exits 2 with one stderr error line and no traceback.
 
-Run in-process through `fer_model.cli.main` (fast); one subprocess test covers the real console script.
+Run in-process through `fer_cli.main` (fast); one subprocess test covers the real console script.
 None of these cases trains a model: the artifacts are small hand-made folders.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_model.cli import build_parser, main
+from fer_cli import build_parser, main
 from fer_model.dataset import write_dataset
 from fer_model.tasks import TASK_NAMES, get_task
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from fer_model.errors import ConfigError
-from fer_model.serving.deploy import (
+from fer_model.release.deploy import (
     DeployConfig,
     DeployError,
     Resources,
@@ -346,7 +346,7 @@ def test_bad_config_is_refused(overrides: dict, match: str | None) -> None:
 def test_deploy_component_calls_through(fake_kube: tuple[FakeKube, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     from kfp.dsl import Artifact, Model
 
-    import fer_model.serving.deploy as deploy_module
+    import fer_model.release.deploy as deploy_module
     from components.deploy import deploy as deploy_component
 
     kube, api = fake_kube
@@ -381,7 +381,7 @@ def test_deploy_component_calls_through(fake_kube: tuple[FakeKube, Any], monkeyp
 
 
 def test_cli_dry_run_prints_manifest_and_patch(capsys: pytest.CaptureFixture[str]) -> None:
-    from fer_model.cli import main
+    from fer_cli import main
 
     code = main(
         ["deploy", "--storage-uri", "gs://fer-models/run-45/model", "--namespace", NS, "--canary", "30", "--dry-run"]
@@ -395,8 +395,8 @@ def test_cli_dry_run_prints_manifest_and_patch(capsys: pytest.CaptureFixture[str
 def test_cli_deploys_and_reports(
     fake_kube: tuple[FakeKube, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import fer_model.serving.deploy as deploy_module
-    from fer_model.cli import main
+    import fer_model.release.deploy as deploy_module
+    from fer_cli import main
 
     _, api = fake_kube
     monkeypatch.setattr(deploy_module, "default_api", lambda: api)
@@ -412,7 +412,7 @@ def test_cli_deploys_and_reports(
 
 
 def test_cli_bad_flag_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    from fer_model.cli import main
+    from fer_cli import main
 
     assert main(["deploy", "--storage-uri", "/not/a/uri", "--dry-run"]) == 2
     err = capsys.readouterr().err

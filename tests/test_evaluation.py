@@ -184,7 +184,7 @@ def test_bad_arguments(tiny_model_dir, sample_dataset_dir, tmp_path, kwargs, mat
 
 
 def test_evaluate_cli_prints_summary_and_report_path(tiny_model_dir, sample_dataset_dir, tmp_path, capsys):
-    from fer_model.cli import main
+    from fer_cli import main
 
     out = tmp_path / "cli_eval"
     argv = ["evaluate", "--model", str(tiny_model_dir), "--dataset", str(sample_dataset_dir), "--out", str(out),

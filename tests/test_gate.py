@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fer_model.errors import ConfigError, DataError
-from fer_model.serving.gate import GateDecision, decide, load_metrics, parse_metric_key
+from fer_model.release.gate import GateDecision, decide, load_metrics, parse_metric_key
 
 SHA = "a" * 64
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from fer_model.serving.crd_schema import SCHEMA_FILE, build_schema
-from fer_model.serving.deploy import DeployConfig, build_inferenceservice, canary_patch
+from fer_model.release.crd_schema import SCHEMA_FILE, build_schema
+from fer_model.release.deploy import DeployConfig, build_inferenceservice, canary_patch
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "manifests" / "base"
@@ -40,7 +40,7 @@ def _errors(validator: Any, doc: dict) -> list[str]:
 
 
 def test_vendored_schema_matches_the_installed_kserve_sdk() -> None:
-    # Regenerate with `python -m fer_model.serving.crd_schema > manifests/crds/...` after a kserve upgrade.
+    # Regenerate with `python -m fer_model.release.crd_schema > manifests/crds/...` after a kserve upgrade.
     assert json.loads((ROOT / SCHEMA_FILE).read_text()) == build_schema()
 
 

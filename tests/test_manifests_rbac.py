@@ -76,7 +76,7 @@ def test_bindings_tie_the_pipeline_account_to_its_role_and_the_deployer_role(rba
 def test_cli_submits_runs_under_this_account() -> None:
     import argparse
 
-    from fer_model.cli import pipeline as cli
+    from fer_cli import pipeline as cli
 
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from components._images import CPU_IMAGE, GPU_IMAGE, PREDICTOR_IMAGE
-from fer_model.cli import main
+from fer_cli import main
 from fer_model.errors import ConfigError
 
 EXECUTORS = {"prepare", "worker-indices", "tune-worker", "select-best", "train", "evaluate", "gate", "deploy"}
@@ -164,7 +164,7 @@ def test_bad_params_are_config_errors(raw: dict[str, Any], match: str) -> None:
 
 
 def test_demo_settings_are_valid_pipeline_parameters() -> None:
-    from fer_model.cli.demo import DEMO_PARAMS
+    from fer_cli.demo import DEMO_PARAMS
     from pipelines.runner import coerce_params
 
     assert coerce_params(DEMO_PARAMS) == DEMO_PARAMS

@@ -198,7 +198,7 @@ def test_missing_pretrained_model_says_to_pass_model(tmp_path, monkeypatch):
 
 
 def test_predict_cli_prints_the_api_result(predictor, astronaut, tiny_model_dir, tmp_path, capsys):
-    from fer_model.cli import main
+    from fer_cli import main
     from fer_model.images import decode_image
 
     paths = [tmp_path / "astronaut.jpg", tmp_path / "blank.png"]
@@ -214,7 +214,7 @@ def test_predict_cli_prints_the_api_result(predictor, astronaut, tiny_model_dir,
 
 def test_importing_predict_stays_light():
     code = (
-        "import sys, fer_model.predict, fer_model.cli.predict, fer_model.cli.evaluate;"
+        "import sys, fer_model.predict, fer_cli.predict, fer_cli.evaluate;"
         "heavy = {'tensorflow', 'keras', 'cv2'} & set(sys.modules); assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import fer_model.prepare as prepare_module
+from fer_cli import main
 from fer_model.alignment import AlignConfig
-from fer_model.cli import main
 from fer_model.dataset import load_dataset
 from fer_model.errors import ConfigError, DataError
 from fer_model.prepare import prepare_dataset

@@ -57,7 +57,7 @@ def test_shipped_model_answers_for_a_real_photograph(shipped):
 
 
 def test_predict_cli_uses_the_shipped_model(tmp_path, capsys, shipped):
-    from fer_model.cli import main
+    from fer_cli import main
 
     image = tmp_path / "astronaut.png"
     cv2.imwrite(str(image), np.ascontiguousarray(skimage.data.astronaut()[:, :, ::-1]))

@@ -296,7 +296,7 @@ def test_fit_requires_a_validation_split_and_a_nonzero_weight() -> None:
 
 
 def test_cli_train_writes_an_artifact(tmp_path) -> None:
-    from fer_model.cli import main
+    from fer_cli import main
     from fer_model.model_artifact import read_model_config
 
     ds = pattern_dataset(n_train=64, n_val=16, seed=5)
@@ -327,7 +327,7 @@ def test_cli_train_writes_an_artifact(tmp_path) -> None:
 def test_cli_train_rejects_bad_flags_in_one_line(tmp_path, capsys, flags: list[str], match: str) -> None:
     import re
 
-    from fer_model.cli import main
+    from fer_cli import main
 
     rc = main(["train", "--dataset", str(tmp_path), "--out", str(tmp_path / "m"), *flags])
     err = capsys.readouterr().err

@@ -437,7 +437,7 @@ def test_fit_trainer_trains_and_returns_validation_accuracy(tmp_path, tiny_datas
 
 @pytest.mark.slow
 def test_cli_tune_with_macro_f1_writes_report(tmp_path, tiny_dataset, capsys):
-    from fer_model.cli import main
+    from fer_cli import main
 
     storage = tmp_path / "cli.journal"
     code = main(["tune", "--dataset", str(tiny_dataset), "--storage", str(storage), "--study", "cli",
@@ -468,7 +468,7 @@ def test_tune_worker_component_runs_trials_on_the_dataset(tmp_path, tiny_dataset
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    from fer_model.cli import main
+    from fer_cli import main
 
     code = main(["tune", "--dataset", str(tmp_path), "--storage", "mysql://x/y", "--study", "s"])
     assert code == 2

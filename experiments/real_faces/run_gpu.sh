@@ -10,13 +10,13 @@
 #   paper/         single_task, multi_task, multi_task_tuned   (the paper's layers and losses)
 #   alignment_off/ single_task on PLAIN                          (compare with paper/single_task)
 #   improved/      multi_task with augmentation + label smoothing, width 1 and width 0.5
-# Needs keras and the fer_model sources only (KERAS_BACKEND=jax).
+# Needs keras and the fer_model and fer_cli sources only (KERAS_BACKEND=jax).
 set -euo pipefail
 aligned_pack=$1 plain_pack=$2 best_params=$3 out=$4 limit=${5:-110}
 export KERAS_BACKEND=${KERAS_BACKEND:-jax} XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
 work=${WORK:-$(mktemp -d)}
 mkdir -p "$out/logs"
-fer() { python3 -m fer_model.cli "$@"; }
+fer() { python3 -m fer_cli "$@"; }
 
 python3 -c "
 from fer_model.dataset_pack import unpack_dataset

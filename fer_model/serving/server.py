@@ -21,8 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -307,13 +305,3 @@ def serve(
     logger.info("serving %s on http://%s:%d (gRPC %s)", name, host, port, grpc_port or "off")
     server.start([model])
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m fer_model.serving.server ...`: the same flags as `fer-mtl serve`."""
-    from fer_model.cli import main as cli_main
-
-    return cli_main(["serve", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

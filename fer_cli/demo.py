@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from fer_model.cli.pipeline import print_local_run
+    from fer_cli.pipeline import print_local_run
     from pipelines.runner import parse_assignments, run_local
 
     params: dict[str, Any] = {**DEMO_PARAMS, "seed": args.seed, **parse_assignments(args.param)}

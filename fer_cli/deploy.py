@@ -44,7 +44,7 @@ def _default_image() -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Build the config (validated), then print it (--dry-run) or deploy and print the outcome."""
-    from fer_model.serving.deploy import DeployConfig, build_inferenceservice, canary_patch, deploy
+    from fer_model.release.deploy import DeployConfig, build_inferenceservice, canary_patch, deploy
 
     config = DeployConfig(
         image=args.image or _default_image(),

@@ -6,7 +6,7 @@ reference `kubernetes.client.models.*` for pod fields): every object lists its p
 JSON names, forbids unknown ones (so a typo such as `minReplica` fails), types its scalars, and
 marks a field required where the SDK's setter refuses None. The result is vendored in
 `manifests/crds/inferenceservice-v1beta1.schema.json`; tests check the file matches this generator,
-so it is refreshed (`python -m fer_model.serving.crd_schema > FILE`) when kserve is upgraded.
+so it is refreshed (`python -m fer_model.release.crd_schema > FILE`) when kserve is upgraded.
 """
 
 from __future__ import annotations

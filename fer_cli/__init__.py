@@ -16,7 +16,7 @@ from typing import NoReturn
 from fer_model import __version__
 from fer_model.errors import FerError
 
-# Subcommand modules under fer_model/cli/, in the order `--help` lists them.
+# Subcommand modules under fer_cli/, in the order `--help` lists them.
 _COMMANDS: tuple[str, ...] = (
     "sample_data",
     "prepare",
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMANDS:
-        importlib.import_module(f"fer_model.cli.{name}").register(subparsers)
+        importlib.import_module(f"fer_cli.{name}").register(subparsers)
     return parser
 
 
