@@ -8,7 +8,6 @@ client itself retries an unreachable host for half a minute before it says anyth
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fer_model.artifact_files import METRICS_FILE, EvaluationMetrics
 from fer_model.errors import ConfigError, FerError, StorageError
 
 logger = logging.getLogger(__name__)
@@ -44,13 +44,13 @@ class LocalRun:
         tasks: Task path relative to `run_dir` (e.g. "train", "for-loop-1-iteration-0/tune-worker")
             -> {output name: local path} for every artifact the task wrote.
         report: The evaluation report (Markdown), when the evaluate task ran.
-        metrics: metrics.json of the evaluate task, parsed, when it ran.
+        metrics: metrics.json of the evaluate task, when it ran.
     """
 
     run_dir: Path
     tasks: dict[str, dict[str, Path]] = field(default_factory=dict)
     report: Path | None = None
-    metrics: dict[str, Any] | None = None
+    metrics: EvaluationMetrics | None = None
 
     def __post_init__(self) -> None:
         if not Path(self.run_dir).is_dir():
@@ -186,8 +186,8 @@ def collect_outputs(run_dir: Path) -> LocalRun:
         tasks[task_dir.relative_to(run_dir).as_posix()] = outputs
     evaluate = tasks.get("evaluate", {})
     report = evaluate.get("report")
-    metrics_file = evaluate.get("metrics", Path("/nonexistent")) / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+    metrics_file = evaluate.get("metrics", Path("/nonexistent")) / METRICS_FILE
+    metrics = EvaluationMetrics.read(metrics_file) if metrics_file.is_file() else None
     return LocalRun(run_dir=run_dir, tasks=tasks, report=report, metrics=metrics)
 
 
