@@ -320,11 +320,11 @@ class EvaluationMetrics:
             ArtifactError: a key is missing or has the wrong type (the message names it).
         """
         f = _Fields(data, source=source, fix=_EVALUATE_FIX)
-        tasks = f.obj("tasks")
+        split, num_samples, tasks = f.text("split"), f.integer("num_samples"), f.obj("tasks")
         by_predicted = f.obj("fairness_by_predicted_group") if f.has("fairness_by_predicted_group") else None
         return cls(
-            split=f.text("split"),  # type: ignore[arg-type]
-            num_samples=f.integer("num_samples"),
+            split=split,  # type: ignore[arg-type]
+            num_samples=num_samples,
             tasks={name: TaskMetrics._read(tasks.obj(name)) for name in tasks.data},
             fairness=_read_fairness(f.obj("fairness")),
             fairness_by_predicted_group=_read_fairness(by_predicted) if by_predicted else None,

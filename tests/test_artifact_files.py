@@ -162,3 +162,19 @@ def test_reading_the_contracts_imports_no_numpy_or_tensorflow() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_local_pipeline_run_exposes_the_typed_metrics(tmp_path: Path) -> None:
+    import shutil
+
+    from pipelines.runner import collect_outputs
+
+    evaluate = tmp_path / "run" / "evaluate"
+    (evaluate / "metrics").mkdir(parents=True)
+    (evaluate / "executor_output.json").write_text("{}")
+    shutil.copy(PRETRAINED_DIR / METRICS_FILE, evaluate / "metrics" / METRICS_FILE)
+    run = collect_outputs(tmp_path / "run")
+    assert run.metrics == EvaluationMetrics.read(PRETRAINED_DIR)
+    (evaluate / "metrics" / METRICS_FILE).write_text('{"split": "test"}')
+    with pytest.raises(ArtifactError, match="lacks the key `num_samples`"):
+        collect_outputs(tmp_path / "run")

@@ -155,8 +155,8 @@ def test_save_round_trip_replaces_an_existing_folder(tiny_model_dir: Path, tmp_p
     )
     assert path == out and not (out / "stale.txt").exists()
     loaded = load_model_artifact(out)
-    assert loaded.config["validation"] == {"val_emotion_accuracy": 0.5}
-    assert loaded.config["alignment"] == {"size": 50} and loaded.config["training"]["epochs"] == 2
+    assert loaded.config.validation == {"val_emotion_accuracy": 0.5} and loaded.config.epochs_run == 2
+    assert loaded.config.alignment == {"size": 50} and loaded.config.training["epochs"] == 2
     np.testing.assert_allclose(
         loaded.model.predict(images, verbose=0)["age"], source.model.predict(images, verbose=0)["age"], atol=1e-6
     )
