@@ -16,7 +16,7 @@ The `model`, `training` and `alignment` sections of config.json stay plain dicts
 (`ModelConfig`, `TrainConfig`, `AlignConfig`) live in modules that import Keras or OpenCV, which
 this module, read on light paths (gate, model card, `--help`), must not.
 
-This module imports only the standard library and `fer_model.tasks`.
+This module imports only the standard library, `fer_model.tasks` and its JSON helpers.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fer_model._json_fields import JsonFields, find_file, load_json
 from fer_model.errors import ArtifactError
 from fer_model.tasks import TASKS_BY_NAME
 
@@ -47,98 +48,6 @@ _EVALUATE_FIX = "re-create it with `fer-mtl evaluate`"
 _TRAIN_FIX = "re-train it with `fer-mtl train`"
 
 
-class _Fields:
-    """Typed access to one JSON object of a file; every error names the file and the key path."""
-
-    def __init__(self, data: Any, *, source: str, fix: str, where: str = "") -> None:
-        self.source, self.fix, self.where = source, fix, where
-        if not isinstance(data, dict):
-            raise ArtifactError(f"{source}: `{where or '(top level)'}` must be a JSON object, "
-                                f"got {type(data).__name__}; {fix}")
-        self.data: dict[str, Any] = data
-
-    def path(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
-
-    def fail(self, key: str, expected: str, value: Any) -> ArtifactError:
-        return ArtifactError(f"{self.source}: `{self.path(key)}` must be {expected}, got {value!r}; {self.fix}")
-
-    def has(self, key: str) -> bool:
-        return key in self.data
-
-    def get(self, key: str) -> Any:
-        if key not in self.data:
-            raise ArtifactError(f"{self.source} lacks the key `{self.path(key)}`; {self.fix}")
-        return self.data[key]
-
-    def text(self, key: str, *, nullable: bool = False) -> str | None:
-        value = self.get(key)
-        if value is None and nullable:
-            return None
-        if not isinstance(value, str):
-            raise self.fail(key, "a string" + (" or null" if nullable else ""), value)
-        return value
-
-    def integer(self, key: str) -> int:
-        value = self.get(key)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(key, "an integer", value)
-        return value
-
-    def number(self, key: str, *, nullable: bool = False) -> float | None:
-        value = self.get(key)
-        if value is None and nullable:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(key, "a number" + (" or null" if nullable else ""), value)
-        return float(value)
-
-    def flag(self, key: str, *, nullable: bool = False) -> bool | None:
-        value = self.get(key)
-        if (value is None and nullable) or isinstance(value, bool):
-            return value
-        raise self.fail(key, "true or false" + (" or null" if nullable else ""), value)
-
-    def obj(self, key: str) -> _Fields:
-        return _Fields(self.get(key), source=self.source, fix=self.fix, where=self.path(key))
-
-    def plain(self, key: str) -> dict[str, Any]:
-        """A section kept as a JSON object without a schema of its own here."""
-        return dict(self.obj(key).data)
-
-    def names(self, key: str) -> tuple[str, ...]:
-        value = self.get(key)
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self.fail(key, "a list of strings", value)
-        return tuple(value)
-
-    def numbers(self, key: str) -> dict[str, float]:
-        """A JSON object of numbers (loss weights, validation metrics)."""
-        section = self.obj(key)
-        return {k: float(section.number(k)) for k in section.data}  # type: ignore[arg-type]
-
-    def name_lists(self, key: str) -> dict[str, tuple[str, ...]]:
-        """A JSON object of string lists ({task: [classes]})."""
-        section = self.obj(key)
-        return {k: section.names(k) for k in section.data}
-
-
-def _load_json(path: Path, *, fix: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ArtifactError(f"{path} cannot be parsed as JSON: {e}; {fix}") from e
-
-
-def _find(path: str | os.PathLike[str], name: str, *, what: str, fix: str) -> Path:
-    """`path` itself when it is a file, else `path/name`; ArtifactError when there is none."""
-    given = Path(path)
-    target = given / name if given.is_dir() else given
-    if not target.is_file():
-        raise ArtifactError(f"no {name} at {str(given)!r} (looked for {str(target)!r}): pass {what}; {fix}")
-    return target
-
-
 # --- metrics.json -----------------------------------------------------------------------------
 
 
@@ -152,8 +61,8 @@ class ClassMetrics:
     support: int
 
     @classmethod
-    def _read(cls, f: _Fields) -> ClassMetrics:
-        return cls(precision=f.number("precision"), recall=f.number("recall"), f1=f.number("f1"),  # type: ignore[arg-type]
+    def _read(cls, f: JsonFields) -> ClassMetrics:
+        return cls(precision=f.number("precision"), recall=f.number("recall"), f1=f.number("f1"),
                    support=f.integer("support"))
 
     def to_dict(self) -> dict[str, Any]:
@@ -184,7 +93,7 @@ class TaskMetrics:
                                 f"got {list(self.per_class)}")
 
     @classmethod
-    def _read(cls, f: _Fields) -> TaskMetrics:
+    def _read(cls, f: JsonFields) -> TaskMetrics:
         rows = f.get("confusion_matrix")
         if not isinstance(rows, list) or not all(
             isinstance(row, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in row) for row in rows
@@ -193,8 +102,8 @@ class TaskMetrics:
         per_class = f.obj("per_class")
         try:
             return cls(
-                accuracy=f.number("accuracy", nullable=True),
-                macro_f1=f.number("macro_f1", nullable=True),
+                accuracy=f.number_or_none("accuracy"),
+                macro_f1=f.number_or_none("macro_f1"),
                 n_labelled=f.integer("n_labelled"),
                 n_unlabelled=f.integer("n_unlabelled"),
                 classes=f.names("classes"),
@@ -233,7 +142,7 @@ class GroupAccuracy:
 FairnessTable = Mapping[str, Mapping[str, GroupAccuracy]]
 
 
-def _read_fairness(f: _Fields) -> dict[str, dict[str, GroupAccuracy]]:
+def _read_fairness(f: JsonFields) -> dict[str, dict[str, GroupAccuracy]]:
     table: dict[str, dict[str, GroupAccuracy]] = {}
     for attribute in f.data:
         groups = f.obj(attribute)
@@ -241,7 +150,7 @@ def _read_fairness(f: _Fields) -> dict[str, dict[str, GroupAccuracy]]:
         for group in groups.data:
             g = groups.obj(group)
             table[attribute][group] = GroupAccuracy(n=g.integer("n"),
-                                                    emotion_accuracy=g.number("emotion_accuracy", nullable=True))
+                                                    emotion_accuracy=g.number_or_none("emotion_accuracy"))
     return table
 
 
@@ -268,12 +177,12 @@ class ModelInfo:
     loss_weights: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
-    def _read(cls, f: _Fields) -> ModelInfo:
+    def _read(cls, f: JsonFields) -> ModelInfo:
         return cls(
-            path=f.text("path", nullable=True),
-            dataset_manifest_sha256=f.text("dataset_manifest_sha256", nullable=True),
-            evaluated_dataset_manifest_sha256=f.text("evaluated_dataset_manifest_sha256", nullable=True),
-            dataset_matches=f.flag("dataset_matches", nullable=True),
+            path=f.text_or_none("path"),
+            dataset_manifest_sha256=f.text_or_none("dataset_manifest_sha256"),
+            evaluated_dataset_manifest_sha256=f.text_or_none("evaluated_dataset_manifest_sha256"),
+            dataset_matches=f.flag_or_none("dataset_matches"),
             loss_weights=f.numbers("loss_weights"),
         )
 
@@ -319,11 +228,11 @@ class EvaluationMetrics:
         Raises:
             ArtifactError: a key is missing or has the wrong type (the message names it).
         """
-        f = _Fields(data, source=source, fix=_EVALUATE_FIX)
+        f = JsonFields(data, source=source, fix=_EVALUATE_FIX)
         split, num_samples, tasks = f.text("split"), f.integer("num_samples"), f.obj("tasks")
         by_predicted = f.obj("fairness_by_predicted_group") if f.has("fairness_by_predicted_group") else None
         return cls(
-            split=split,  # type: ignore[arg-type]
+            split=split,
             num_samples=num_samples,
             tasks={name: TaskMetrics._read(tasks.obj(name)) for name in tasks.data},
             fairness=_read_fairness(f.obj("fairness")),
@@ -338,8 +247,8 @@ class EvaluationMetrics:
         Raises:
             ArtifactError: no such file, not JSON, or not the metrics.json schema.
         """
-        target = _find(path, METRICS_FILE, what="the file or its folder", fix=_EVALUATE_FIX)
-        return cls.from_dict(_load_json(target, fix=_EVALUATE_FIX), source=str(target))
+        target = find_file(path, METRICS_FILE, what="the file or its folder", fix=_EVALUATE_FIX)
+        return cls.from_dict(load_json(target, fix=_EVALUATE_FIX), source=str(target))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form, key for key what metrics.json holds."""
@@ -367,7 +276,7 @@ class EvaluationMetrics:
 # --- config.json of a model artifact ------------------------------------------------------------
 
 
-def _check_tasks(f: _Fields) -> dict[str, tuple[str, ...]]:
+def _check_tasks(f: JsonFields) -> dict[str, tuple[str, ...]]:
     """The `tasks` section, checked against the label orders of this fer-mtl (fer_model.tasks)."""
     tasks = f.name_lists("tasks")
     if not tasks:
@@ -434,28 +343,28 @@ class ModelArtifactConfig:
         Raises:
             ArtifactError: another format or version, a missing key or one of the wrong type (named).
         """
-        f = _Fields(data, source=source, fix=_TRAIN_FIX)
+        f = JsonFields(data, source=source, fix=_TRAIN_FIX)
         if f.data.get("format") != MODEL_FORMAT_NAME:
             raise ArtifactError(f"{source} is not a {MODEL_FORMAT_NAME} artifact (format={f.data.get('format')!r})")
         if f.data.get("format_version") != MODEL_FORMAT_VERSION:
             raise ArtifactError(f"{source} has model format version {f.data.get('format_version')!r}, this fer-mtl "
                                 f"reads version {MODEL_FORMAT_VERSION}; {_TRAIN_FIX}")
         return cls(
-            library_version=f.text("library_version"),  # type: ignore[arg-type]
-            keras_version=f.text("keras_version"),  # type: ignore[arg-type]
-            backend=f.text("backend"),  # type: ignore[arg-type]
+            library_version=f.text("library_version"),
+            keras_version=f.text("keras_version"),
+            backend=f.text("backend"),
             tasks=_check_tasks(f),
             input_size=f.integer("input_size"),
-            input_name=f.text("input_name"),  # type: ignore[arg-type]
+            input_name=f.text("input_name"),
             alignment=f.plain("alignment"),
             model=f.plain("model"),
             training=f.plain("training"),
             loss_weights=f.numbers("loss_weights"),
-            dataset_manifest_sha256=f.text("dataset_manifest_sha256", nullable=True),
+            dataset_manifest_sha256=f.text_or_none("dataset_manifest_sha256"),
             best_epoch=f.integer("best_epoch"),
             epochs_run=f.integer("epochs_run"),
             validation=f.numbers("validation"),
-            saved_model=f.text("saved_model", nullable=True),
+            saved_model=f.text_or_none("saved_model"),
             untrained_classes=f.name_lists("untrained_classes") if f.has("untrained_classes") else None,
         )
 
@@ -471,8 +380,8 @@ class ModelArtifactConfig:
             raise ArtifactError(f"model artifact {given} does not exist or is not a folder (run `fer-mtl train`)")
         if given.is_dir() and not (given / CONFIG_FILE).is_file():
             raise ArtifactError(f"{given} is not a model artifact: {CONFIG_FILE} is missing (run `fer-mtl train`)")
-        target = _find(given, CONFIG_FILE, what="a model artifact folder", fix=_TRAIN_FIX)
-        return cls.from_dict(_load_json(target, fix=_TRAIN_FIX), source=str(target))
+        target = find_file(given, CONFIG_FILE, what="a model artifact folder", fix=_TRAIN_FIX)
+        return cls.from_dict(load_json(target, fix=_TRAIN_FIX), source=str(target))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form, key for key (and in the order) config.json holds."""
