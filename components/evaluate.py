@@ -37,24 +37,25 @@ def evaluate(
     import shutil
     from pathlib import Path
 
+    from fer_model.artifact_files import REPORT_FILE
     from fer_model.evaluation import evaluate as score
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     result = score(model_dir=model.path, dataset_dir=dataset.path, out_dir=metrics.path, split=split)
-    metrics.log_metric("num_samples", result["num_samples"])
+    metrics.log_metric("num_samples", result.num_samples)
     outputs = {"emotion": emotion_cm, "gender": gender_cm, "race": race_cm, "age": age_cm}
     for task, out in outputs.items():
-        task_metrics = result["tasks"].get(task)
-        if not task_metrics or not task_metrics.get("n_labelled"):
+        task_metrics = result.task(task)
+        if task_metrics is None or not task_metrics.n_labelled:
             out.metadata["labelled"] = 0
             continue
         for key in ("accuracy", "macro_f1"):
-            if task_metrics.get(key) is not None:
-                metrics.log_metric(f"{task}_{key}", float(task_metrics[key]))
-        out.log_confusion_matrix(list(task_metrics["classes"]), task_metrics["confusion_matrix"])
-        out.metadata["labelled"] = int(task_metrics["n_labelled"])
-        out.metadata["accuracy"] = task_metrics.get("accuracy")
+            if getattr(task_metrics, key) is not None:
+                metrics.log_metric(f"{task}_{key}", getattr(task_metrics, key))
+        out.log_confusion_matrix(list(task_metrics.classes), [list(row) for row in task_metrics.confusion_matrix])
+        out.metadata["labelled"] = task_metrics.n_labelled
+        out.metadata["accuracy"] = task_metrics.accuracy
     Path(report.path).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(metrics.path) / "report.md", report.path)
-    emotion = result["tasks"].get("emotion") or {}
-    return float(emotion.get("accuracy") or 0.0)
+    shutil.copyfile(Path(metrics.path) / REPORT_FILE, report.path)
+    emotion = result.task("emotion")
+    return float(emotion.accuracy or 0.0) if emotion else 0.0

@@ -54,5 +54,5 @@ def train(
     model.metadata["format"] = "fer-mtl-model/v1"
     model.metadata["best_epoch"] = result.best_epoch
     model.metadata["loss_weights"] = dict(recipe.loss_weights)
-    model.metadata["dataset_manifest_sha256"] = read_model_config(model.path).get("dataset_manifest_sha256")
+    model.metadata["dataset_manifest_sha256"] = read_model_config(model.path).dataset_manifest_sha256
     model.metadata.update({k: round(v, 6) for k, v in best.items() if k.endswith("accuracy")})

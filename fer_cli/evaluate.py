@@ -40,11 +40,11 @@ def run(args: argparse.Namespace) -> int:
     metrics = evaluate(
         model_dir=args.model, dataset_dir=args.dataset, out_dir=args.out, split=args.split, batch_size=args.batch_size
     )
-    print(f"{metrics['split']}: {metrics['num_samples']} samples")
-    for name, t in metrics["tasks"].items():
+    print(f"{metrics.split}: {metrics.num_samples} samples")
+    for name, t in metrics.tasks.items():
         print(
-            f"  {name:<8} accuracy {_fmt(t['accuracy'])}  macro-F1 {_fmt(t['macro_f1'])}  "
-            f"({t['n_labelled']} labelled, {t['n_unlabelled']} unlabelled excluded)"
+            f"  {name:<8} accuracy {_fmt(t.accuracy)}  macro-F1 {_fmt(t.macro_f1)}  "
+            f"({t.n_labelled} labelled, {t.n_unlabelled} unlabelled excluded)"
         )
     print(f"report: {args.out}/report.md")
     return 0

@@ -123,9 +123,9 @@ def print_local_run(run: Any) -> None:
         for name, path in outputs.items():
             print(f"    {name}: {path}")
     if run.metrics:
-        accuracy = {t: m.get("accuracy") for t, m in run.metrics["tasks"].items()}
+        accuracy = {t: m.accuracy for t, m in run.metrics.tasks.items()}
         shown = ", ".join(f"{t} {a:.3f}" for t, a in accuracy.items() if a is not None)
-        print(f"{run.metrics['split']} accuracy ({run.metrics['num_samples']} samples): {shown}")
+        print(f"{run.metrics.split} accuracy ({run.metrics.num_samples} samples): {shown}")
     if run.report:
         print(f"report: {run.report}")
 

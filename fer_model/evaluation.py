@@ -7,7 +7,6 @@ a model; `evaluate` only adds the artifact loading and batched prediction around
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -16,36 +15,60 @@ from typing import Any
 
 import numpy as np
 
+from fer_model.artifact_files import (
+    ClassMetrics,
+    EvaluationMetrics,
+    GroupAccuracy,
+    ModelInfo,
+    TaskMetrics,
+)
 from fer_model.dataset import Dataset, load_dataset
 from fer_model.errors import ArtifactError, ConfigError, DataError
 from fer_model.metrics import score_task
 from fer_model.records import SPLITS
 from fer_model.report import write_report
-from fer_model.tasks import MISSING, TASKS_BY_NAME, get_task
+from fer_model.tasks import MISSING, get_task
 
 logger = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.json"
 #: Attributes the emotion accuracy is broken down by (ground-truth labels, not predictions).
 FAIRNESS_ATTRIBUTES: tuple[str, ...] = ("gender", "race", "age")
 
 
 def _fairness(
     emotion_true: np.ndarray, emotion_pred: np.ndarray, groups_of: Mapping[str, np.ndarray]
-) -> dict[str, Any]:
+) -> dict[str, dict[str, GroupAccuracy]]:
     """Emotion accuracy per gender / race / age group (group indices from `groups_of`, -1 = none),
     over samples with an emotion label and a group."""
     emotion_labelled = emotion_true != MISSING
-    table: dict[str, Any] = {}
+    table: dict[str, dict[str, GroupAccuracy]] = {}
     for attribute in (a for a in FAIRNESS_ATTRIBUTES if a in groups_of):
-        groups: dict[str, Any] = {}
+        groups: dict[str, GroupAccuracy] = {}
         for index, group in enumerate(get_task(attribute).classes):
             in_group = emotion_labelled & (groups_of[attribute] == index)
             n = int(in_group.sum())
             correct = int((emotion_true[in_group] == emotion_pred[in_group]).sum())
-            groups[group] = {"n": n, "emotion_accuracy": correct / n if n else None}
+            groups[group] = GroupAccuracy(n=n, emotion_accuracy=correct / n if n else None)
         table[attribute] = groups
     return table
+
+
+def _task_metrics(name: str, true: np.ndarray, pred: np.ndarray) -> TaskMetrics:
+    task = get_task(name)
+    scores = score_task(true, pred, num_classes=task.num_classes)
+    pc = scores.per_class
+    return TaskMetrics(
+        accuracy=scores.accuracy,
+        macro_f1=scores.macro_f1,
+        n_labelled=scores.n_labelled,
+        n_unlabelled=scores.n_unlabelled,
+        classes=task.classes,
+        confusion_matrix=tuple(tuple(int(c) for c in row) for row in scores.confusion),
+        per_class={
+            cls: ClassMetrics(precision=float(pc.precision[i]), recall=float(pc.recall[i]), f1=float(pc.f1[i]),
+                              support=int(pc.support[i]))
+            for i, cls in enumerate(task.classes)
+        },
+    )
 
 
 def build_metrics(
@@ -53,9 +76,9 @@ def build_metrics(
     predictions: Mapping[str, np.ndarray],
     labels: Mapping[str, np.ndarray],
     split: str,
-    model_info: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The metrics.json dict from predicted and true class indices of one split.
+    model_info: ModelInfo | None = None,
+) -> EvaluationMetrics:
+    """The metrics.json content from predicted and true class indices of one split.
 
     Args:
         predictions: task -> int [N] predicted class, for the tasks the model has (only these are scored).
@@ -69,27 +92,12 @@ def build_metrics(
     n = {int(np.asarray(a).shape[0]) for a in (*predictions.values(), *labels.values())}
     if len(n) != 1:
         raise DataError(f"predictions and labels must all have the same length, got lengths {sorted(n)}")
-    tasks: dict[str, Any] = {}
+    tasks: dict[str, TaskMetrics] = {}
     for name, pred in predictions.items():
-        task = get_task(name)
         if name not in labels:
             raise DataError(f"labels lack task {name!r} that the model predicts")
-        scores = score_task(labels[name], pred, num_classes=task.num_classes)
-        pc = scores.per_class
-        tasks[name] = {
-            "accuracy": scores.accuracy,
-            "macro_f1": scores.macro_f1,
-            "n_labelled": scores.n_labelled,
-            "n_unlabelled": scores.n_unlabelled,
-            "classes": list(task.classes),
-            "confusion_matrix": scores.confusion.tolist(),
-            "per_class": {
-                cls: {"precision": float(pc.precision[i]), "recall": float(pc.recall[i]),
-                      "f1": float(pc.f1[i]), "support": int(pc.support[i])}
-                for i, cls in enumerate(task.classes)
-            },
-        }
-        if scores.n_labelled == 0:
+        tasks[name] = _task_metrics(name, labels[name], pred)
+        if tasks[name].n_labelled == 0:
             logger.warning("task %s has no labelled samples in split %s; its accuracy is null", name, split)
     fairness: dict[str, Any] = {}
     by_predicted: dict[str, Any] = {}
@@ -98,22 +106,8 @@ def build_metrics(
         # When no sample carries both an emotion and a group label (FER2013 + UTKFace), grouping by
         # the model's own group heads is the only lens left; it inherits those heads' errors.
         by_predicted = _fairness(labels["emotion"], predictions["emotion"], predictions)
-    return {"split": split, "num_samples": n.pop(), "tasks": tasks, "fairness": fairness,
-            "fairness_by_predicted_group": by_predicted, "model": dict(model_info or {})}
-
-
-def _model_tasks(config: Mapping[str, Any], model_dir: Path) -> dict[str, tuple[str, ...]]:
-    """The model's heads from config.json, checked against the label orders in tasks.py."""
-    tasks = config.get("tasks")
-    if not isinstance(tasks, Mapping) or not tasks:
-        raise ArtifactError(f"{model_dir}/config.json has no `tasks` mapping; re-export the model artifact")
-    for name, classes in tasks.items():
-        if name not in TASKS_BY_NAME or tuple(classes) != TASKS_BY_NAME[name].classes:
-            raise ArtifactError(
-                f"{model_dir}/config.json task {name!r} with classes {classes} does not match this fer-mtl's "
-                f"label order; evaluate it with the fer-mtl version that trained it"
-            )
-    return {name: tuple(classes) for name, classes in tasks.items()}
+    return EvaluationMetrics(split=split, num_samples=n.pop(), tasks=tasks, fairness=fairness,
+                             fairness_by_predicted_group=by_predicted, model=model_info or ModelInfo())
 
 
 def _split_images(dataset: Dataset, split: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -152,11 +146,11 @@ def evaluate(
     out_dir: str | os.PathLike[str],
     split: str = "test",
     batch_size: int = 256,
-) -> dict[str, Any]:
+) -> EvaluationMetrics:
     """Score a model artifact on one split and write metrics.json, confusion PNGs and report.md.
 
     Returns:
-        The metrics dict written to metrics.json.
+        What was written to metrics.json.
 
     Raises:
         ConfigError: bad `split` or `batch_size`.
@@ -170,32 +164,26 @@ def evaluate(
     model_path = Path(model_dir)
     # Cheap checks (config, dataset, split) first, so a mistake costs no TensorFlow start-up.
     config = read_model_config(model_path)
-    tasks = _model_tasks(config, model_path)
     dataset = load_dataset(dataset_dir)
     idx, labels = _split_images(dataset, split)
-    input_size = config.get("input_size")
-    if input_size is not None and int(np.ravel([input_size])[0]) != dataset.images.shape[1]:
-        raise ArtifactError(f"model {model_path} takes {input_size}px faces but dataset {dataset.path} holds "
+    if config.input_size != dataset.images.shape[1]:
+        raise ArtifactError(f"model {model_path} takes {config.input_size}px faces but dataset {dataset.path} holds "
                             f"{dataset.images.shape[1]}px ones; prepare the dataset with the model's alignment size")
 
     artifact = load_model_artifact(model_path)
     logger.info("predicting %d %s samples with %s", idx.size, split, model_path)
-    predictions = predict_classes(artifact.model, dataset.images, idx, tasks=tuple(tasks), batch_size=batch_size)
-    trained_on = config.get("dataset_manifest_sha256")
-    model_info = {
-        "path": str(model_path),
-        "dataset_manifest_sha256": trained_on,
-        "evaluated_dataset_manifest_sha256": dataset.manifest_sha256,
-        "dataset_matches": bool(trained_on) and trained_on == dataset.manifest_sha256,
-        "loss_weights": dict(config.get("loss_weights") or {}),
-    }
+    predictions = predict_classes(artifact.model, dataset.images, idx, tasks=tuple(config.tasks),
+                                  batch_size=batch_size)
+    trained_on = config.dataset_manifest_sha256
+    model_info = ModelInfo(
+        path=str(model_path),
+        dataset_manifest_sha256=trained_on,
+        evaluated_dataset_manifest_sha256=dataset.manifest_sha256,
+        dataset_matches=bool(trained_on) and trained_on == dataset.manifest_sha256,
+        loss_weights=dict(config.loss_weights),
+    )
     metrics = build_metrics(predictions=predictions, labels=labels, split=split, model_info=model_info)
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    # Write then rename, so a reader (the pipeline's gate) never sees half a metrics.json.
-    tmp = out / f".{METRICS_FILE}.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(tmp, out / METRICS_FILE)
+    # Written through a temporary name, so a reader (the pipeline's gate) never sees half a metrics.json.
+    out = metrics.write(out_dir).parent
     write_report(metrics, out_dir=out, model_config=config)
     return metrics

@@ -135,13 +135,13 @@ def run_one(
         "val_emotion_accuracy": _at(result.history, "val_emotion_accuracy", result.best_epoch),
         "environment": _environment(machine),
         "dataset_manifest_sha256": dataset.manifest_sha256,
-        "test_counts": {t: m["n_labelled"] for t, m in metrics["tasks"].items()},
+        "test_counts": {t: m.n_labelled for t, m in metrics.tasks.items()},
     }
-    for task, m in metrics["tasks"].items():
-        row[f"{task}_accuracy"] = m["accuracy"]
-        row[f"{task}_macro_f1"] = m["macro_f1"]
-    if metrics.get("fairness_by_predicted_group"):
-        row["emotion_by_predicted_group"] = metrics["fairness_by_predicted_group"]
+    for task, m in metrics.tasks.items():
+        row[f"{task}_accuracy"] = m.accuracy
+        row[f"{task}_macro_f1"] = m.macro_f1
+    if metrics.fairness_by_predicted_group:
+        row["emotion_by_predicted_group"] = metrics.to_dict()["fairness_by_predicted_group"]
     (run_dir / RESULT_FILE).write_text(json.dumps(row, indent=2) + "\n")
     logger.info("run %s: %s", spec.name, {k: row.get(k) for k in ("emotion_accuracy", "age_accuracy")})
     return row

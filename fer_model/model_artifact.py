@@ -23,6 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 from fer_model import __version__
 from fer_model._atomic import atomic_folder
+from fer_model.artifact_files import (
+    CONFIG_FILE,
+    HISTORY_FILE,
+    KERAS_FILE,
+    MODEL_FORMAT_NAME,
+    MODEL_FORMAT_VERSION,
+    SAVED_MODEL_DIR,
+    ModelArtifactConfig,
+)
 from fer_model.errors import ArtifactError
 from fer_model.tasks import get_task
 
@@ -34,13 +43,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FORMAT_NAME = "fer-mtl-model"
-FORMAT_VERSION = 1
-KERAS_FILE = "model.keras"
-SAVED_MODEL_DIR = "saved_model/1"
-CONFIG_FILE = "config.json"
-HISTORY_FILE = "history.json"
-_REQUIRED_KEYS = ("tasks", "input_size", "model", "training", "loss_weights", "best_epoch")
+FORMAT_NAME = MODEL_FORMAT_NAME
+FORMAT_VERSION = MODEL_FORMAT_VERSION
 
 
 @dataclass(frozen=True)
@@ -48,13 +52,13 @@ class ModelArtifact:
     """A loaded model artifact: the Keras model, its parsed config.json and its folder."""
 
     model: Any
-    config: dict[str, Any]
+    config: ModelArtifactConfig
     path: Path
 
     @property
-    def tasks(self) -> dict[str, list[str]]:
+    def tasks(self) -> dict[str, tuple[str, ...]]:
         """{task: class names} for the heads the model has, in head order."""
-        return dict(self.config["tasks"])
+        return dict(self.config.tasks)
 
 
 def _inference_copy(model: keras.Model, model_config: ModelConfig) -> keras.Model:
@@ -146,63 +150,59 @@ def save_model_artifact(
             saved_model = SAVED_MODEL_DIR
         else:
             logger.warning("KERAS_BACKEND=%s: skipping the TF SavedModel export (needs tensorflow)", backend)
-        config = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "library_version": __version__,
-            "keras_version": keras.__version__,
-            "backend": backend,
-            "tasks": {t: list(get_task(t).classes) for t in model_config.tasks},
-            "input_size": model_config.image_size,
-            "input_name": "image",
-            "alignment": dict(alignment),
-            "model": model_config.to_dict(),
-            "training": train_config.to_dict(),
-            "loss_weights": train_config.weights_for(model_config.tasks),
-            "dataset_manifest_sha256": dataset_manifest_sha256,
-            "best_epoch": int(best_epoch),
-            "epochs_run": max(lengths) if lengths else 0,
-            "validation": {k: float(v[best_epoch]) for k, v in history.items() if k.startswith("val_")},
-            "saved_model": saved_model,
-            "untrained_classes": {t: list(c) for t, c in (untrained_classes or {}).items()},
-        }
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        _artifact_config(
+            model_config=model_config, train_config=train_config, history=history, best_epoch=best_epoch,
+            dataset_manifest_sha256=dataset_manifest_sha256, alignment=alignment, saved_model=saved_model,
+            untrained_classes=untrained_classes,
+        ).write(tmp)
         clean_history = {k: [float(x) for x in v] for k, v in history.items()}
         (tmp / HISTORY_FILE).write_text(json.dumps(clean_history, indent=2) + "\n")
     logger.info("wrote model artifact %s (tasks %s, best epoch %d)", out, ",".join(model_config.tasks), best_epoch + 1)
     return out
 
 
-def read_model_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+def _artifact_config(
+    *,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    history: Mapping[str, Sequence[float]],
+    best_epoch: int,
+    dataset_manifest_sha256: str,
+    alignment: Mapping[str, Any],
+    saved_model: str | None,
+    untrained_classes: Mapping[str, Sequence[str]] | None,
+) -> ModelArtifactConfig:
+    """The config.json of an artifact being written (see `save_model_artifact` for the arguments)."""
+    import keras
+
+    return ModelArtifactConfig(
+        library_version=__version__,
+        keras_version=keras.__version__,
+        backend=keras.backend.backend(),
+        tasks={t: get_task(t).classes for t in model_config.tasks},
+        input_size=model_config.image_size,
+        input_name="image",
+        alignment=dict(alignment),
+        model=model_config.to_dict(),
+        training=train_config.to_dict(),
+        loss_weights=train_config.weights_for(model_config.tasks),
+        dataset_manifest_sha256=dataset_manifest_sha256,
+        best_epoch=int(best_epoch),
+        epochs_run=max((len(v) for v in history.values()), default=0),
+        validation={k: float(v[best_epoch]) for k, v in history.items() if k.startswith("val_")},
+        saved_model=saved_model,
+        untrained_classes={t: tuple(c) for t, c in (untrained_classes or {}).items()},
+    )
+
+
+def read_model_config(path: str | os.PathLike[str]) -> ModelArtifactConfig:
     """Parse and check a model artifact's config.json without importing TensorFlow or Keras.
 
     Raises:
-        ArtifactError: naming the folder and what is wrong (missing, unparsable, other format or version).
+        ArtifactError: naming the folder and what is wrong (missing, unparsable, other format or
+            version, a missing key or one of the wrong type, a label order this fer-mtl does not use).
     """
-    root = Path(path)
-    if not root.is_dir():
-        raise ArtifactError(f"model artifact {root} does not exist or is not a folder (run `fer-mtl train`)")
-    config_path = root / CONFIG_FILE
-    if not config_path.is_file():
-        raise ArtifactError(f"{root} is not a model artifact: {CONFIG_FILE} is missing (run `fer-mtl train`)")
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, ValueError) as e:
-        raise ArtifactError(f"{config_path} cannot be parsed: {e}") from e
-    if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
-        found = config.get("format") if isinstance(config, dict) else type(config).__name__
-        raise ArtifactError(f"{root} is not a {FORMAT_NAME} artifact (format={found!r})")
-    if config.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(
-            f"{root} has model format version {config.get('format_version')!r}, this fer-mtl reads version "
-            f"{FORMAT_VERSION}; re-train it with `fer-mtl train`"
-        )
-    missing = [k for k in _REQUIRED_KEYS if k not in config]
-    if missing:
-        raise ArtifactError(f"{config_path} lacks required key(s) {missing}")
-    if not isinstance(config["tasks"], dict) or not config["tasks"]:
-        raise ArtifactError(f"{config_path}: `tasks` must be a non-empty mapping task -> classes")
-    return config
+    return ModelArtifactConfig.read(path)
 
 
 def load_model_artifact(path: str | os.PathLike[str]) -> ModelArtifact:
@@ -224,6 +224,6 @@ def load_model_artifact(path: str | os.PathLike[str]) -> ModelArtifact:
     except Exception as e:  # Keras raises many types for a corrupt or foreign file
         raise ArtifactError(f"{keras_path} cannot be loaded: {e}") from e
     heads = sorted(model.output_names) if hasattr(model, "output_names") else None
-    if heads is not None and heads != sorted(config["tasks"]):
-        raise ArtifactError(f"{keras_path} has heads {heads} but {CONFIG_FILE} lists {sorted(config['tasks'])}")
+    if heads is not None and heads != sorted(config.tasks):
+        raise ArtifactError(f"{keras_path} has heads {heads} but {CONFIG_FILE} lists {sorted(config.tasks)}")
     return ModelArtifact(model=model, config=config, path=root)

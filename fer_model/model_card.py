@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fer_model.artifact_files import EvaluationMetrics, ModelArtifactConfig
 from fer_model.errors import ArtifactError
 
-METRICS_FILE = "metrics.json"
 EXPERIMENT_FILE = "experiment.json"
 CARD_FILE = "MODEL_CARD.md"
 
@@ -46,7 +46,7 @@ _LIMITATIONS = """\
 """
 
 
-def _load(path: Path) -> dict[str, Any]:
+def _load_experiment(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -61,10 +61,10 @@ def render_model_card(model_dir: str | os.PathLike[str]) -> str:
     """The model card text of a model artifact that holds `metrics.json` (and optionally `experiment.json`,
     the experiment record with the environment it trained in)."""
     root = Path(model_dir)
-    config = _load(root / "config.json")
-    metrics = _load(root / METRICS_FILE)
-    experiment = _load(root / EXPERIMENT_FILE) if (root / EXPERIMENT_FILE).is_file() else {}
-    model, training = config.get("model", {}), config.get("training", {})
+    config = ModelArtifactConfig.read(root)
+    metrics = EvaluationMetrics.read(root)
+    experiment = _load_experiment(root / EXPERIMENT_FILE) if (root / EXPERIMENT_FILE).is_file() else {}
+    model, training = config.model, config.training
     env: Mapping[str, Any] = experiment.get("environment", {})
     lines = [
         "# Model card: fer-mtl pretrained multi-task model",
@@ -80,39 +80,39 @@ def render_model_card(model_dir: str | os.PathLike[str]) -> str:
         "## Training data",
         _DATA,
         "## Training",
-        f"- Heads: {', '.join(config.get('tasks', {}))}; loss weights "
-        + ", ".join(f"{t} {w:g}" for t, w in config.get("loss_weights", {}).items()),
+        f"- Heads: {', '.join(config.tasks)}; loss weights "
+        + ", ".join(f"{t} {w:g}" for t, w in config.loss_weights.items()),
         f"- Batch {training.get('batch_size')}, Adam lr {training.get('learning_rate')}, "
         f"augmentation {'on' if model.get('augment') else 'off'}, label smoothing {training.get('label_smoothing')}, "
         f"mixed precision {'on' if training.get('mixed_precision') else 'off'}",
-        f"- Epochs run {config.get('epochs_run')}, best epoch {int(config.get('best_epoch', 0)) + 1} "
+        f"- Epochs run {config.epochs_run}, best epoch {config.best_epoch + 1} "
         "(early stopping on validation emotion accuracy, best weights restored)",
     ]
-    silenced = config.get("untrained_classes") or {}
+    silenced = config.untrained_classes or {}
     if silenced:
         lines.append("- Never predicted (no training example, probability fixed at 0): "
                      + "; ".join(f"{t} {', '.join(c)}" for t, c in silenced.items()))
     if env:
         lines.append(f"- Trained with Keras on {env.get('backend')}, {env.get('device')} ({env.get('machine')})")
     lines += [
-        f"- Alignment: eye levelling {'on' if config.get('alignment', {}).get('eye_alignment', True) else 'off'}, "
-        f"rotation capped at {config.get('alignment', {}).get('max_angle', 10)} degrees",
+        f"- Alignment: eye levelling {'on' if config.alignment.get('eye_alignment', True) else 'off'}, "
+        f"rotation capped at {config.alignment.get('max_angle', 10)} degrees",
         "",
-        f"## Accuracy on held-out data (split `{metrics.get('split')}`)",
+        f"## Accuracy on held-out data (split `{metrics.split}`)",
         "| task | accuracy | macro-F1 | test samples | held-out data |",
         "|---|---|---|---|---|",
     ]
     where = {"emotion": "FER2013 PublicTest"}
-    for task, m in metrics.get("tasks", {}).items():
-        lines.append(f"| {task} | {_pct(m.get('accuracy'))} | {_pct(m.get('macro_f1'))} | {m.get('n_labelled')} "
+    for task, m in metrics.tasks.items():
+        lines.append(f"| {task} | {_pct(m.accuracy)} | {_pct(m.macro_f1)} | {m.n_labelled} "
                      f"| {where.get(task, 'UTKFace held-out split')} |")
-    groups = metrics.get("fairness_by_predicted_group") or {}
+    groups = metrics.fairness_by_predicted_group or {}
     if groups:
         lines += ["", "## Emotion accuracy by predicted group (FER2013 PublicTest)",
                   "| attribute | group | faces | emotion accuracy |", "|---|---|---|---|"]
         for attribute, rows in groups.items():
             for group, row in rows.items():
-                lines.append(f"| {attribute} | {group} | {row['n']} | {_pct(row['emotion_accuracy'])} |")
+                lines.append(f"| {attribute} | {group} | {row.n} | {_pct(row.emotion_accuracy)} |")
     lines += ["", "## Limitations and biases", _LIMITATIONS]
     return "\n".join(lines)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from fer_model.artifact_files import CONFIG_FILE
 from fer_model.errors import ArtifactError, ConfigError, DataError, InvalidInput
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def resolve_model_dir(model_dir: str | os.PathLike[str] | None) -> Path:
     """`model_dir` as a Path, or the pretrained model shipped in `fer_model/pretrained/` for None."""
     if model_dir is not None:
         return Path(model_dir)
-    if not (PRETRAINED_DIR / "config.json").is_file():
+    if not (PRETRAINED_DIR / CONFIG_FILE).is_file():
         raise ArtifactError(
             f"no pretrained model is shipped with this fer-mtl ({PRETRAINED_DIR} is missing or empty); "
             "pass a model artifact folder (`--model DIR`, or `Predictor(model_dir=...)`)"
@@ -98,14 +99,14 @@ class Predictor:
         path = resolve_model_dir(model_dir)
         self._artifact = load_model_artifact(path)
         config = self._artifact.config
-        self.tasks: dict[str, tuple[str, ...]] = {t: tuple(c) for t, c in config["tasks"].items()}
-        self.input_size = int(config["input_size"])
+        self.tasks: dict[str, tuple[str, ...]] = dict(config.tasks)
+        self.input_size = config.input_size
         try:
-            align_config = AlignConfig.from_dict(dict(config.get("alignment") or {}))
+            align_config = AlignConfig.from_dict(dict(config.alignment))
         except (ConfigError, TypeError) as e:
-            raise ArtifactError(f"{path}/config.json has unusable `alignment` settings: {e}") from e
+            raise ArtifactError(f"{path}/{CONFIG_FILE} has unusable `alignment` settings: {e}") from e
         if align_config.size != self.input_size:
-            raise ArtifactError(f"{path}/config.json aligns to {align_config.size}px but the model takes "
+            raise ArtifactError(f"{path}/{CONFIG_FILE} aligns to {align_config.size}px but the model takes "
                                 f"{self.input_size}px faces")
         self.max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
         self._aligner = FaceAligner(align_config)

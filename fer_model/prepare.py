@@ -121,6 +121,63 @@ def _read_and_align(
         _align_chunk(run, chunk, align=align, workers=workers)
 
 
+def _check_options(
+    sources: Sequence[SourceSpec | str], *, workers: int, limit: int | None, chunk_size: int, split_mode: SplitMode
+) -> list[SourceSpec]:
+    """The sources as uniquely named specs, once every option of `prepare_dataset` is usable."""
+    if not sources:
+        raise ConfigError("`sources` is empty; pass at least one KIND:PATH source")
+    if workers < 1:
+        raise ConfigError(f"`workers` must be >= 1, got {workers}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"`limit` must be >= 1 or None, got {limit}")
+    if chunk_size < 1:
+        raise ConfigError(f"`chunk_size` must be >= 1, got {chunk_size}")
+    check_split_mode(split_mode)
+    return _unique_names([s if isinstance(s, SourceSpec) else SourceSpec.parse(s) for s in sources])
+
+
+def _run_source(
+    spec: SourceSpec, *, align: AlignConfig, workers: int, seed: int, split_mode: SplitMode, limit: int | None,
+    chunk_size: int,
+) -> _SourceRun:
+    """Read and align one source; DataError when it yields no usable record."""
+    run = _SourceRun(spec=spec, local_path=local_source(spec.path))
+    items = read_source(replace(spec, path=str(run.local_path)), seed=seed, split_mode=split_mode, notes=run.notes)
+    _read_and_align(run, itertools.islice(items, limit), align=align, workers=workers, chunk_size=chunk_size)
+    if not run.records:
+        top = Counter(r.reason for r in run.rejects).most_common(1)
+        why = f"; most common reject: {top[0][0]!r} x{top[0][1]}" if top else ""
+        raise DataError(
+            f"source {spec.kind}:{spec.path} gave no usable records ({run.inputs} inputs, "
+            f"{len(run.rejects)} rejected{why}); check the path and the kind"
+        )
+    logger.info("%s: %d inputs, %d records, %d rejects", spec.name, run.inputs, len(run.records), len(run.rejects))
+    return run
+
+
+def _arrays(runs: Sequence[_SourceRun]) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """The kept faces of all sources, in order, as (images, labels per task, split codes)."""
+    records = [r for run in runs for r in run.records]
+    images = np.stack([r.face for run in runs for r in run.results]).astype(np.uint8, copy=False)
+    label_rows = np.array([r.label_vector() for r in records], dtype=np.int8).reshape(len(records), len(TASK_NAMES))
+    labels = {task: label_rows[:, i] for i, task in enumerate(TASK_NAMES)}
+    split = np.array([SPLIT_CODES[r.split] for r in records], dtype=np.uint8)
+    return images, labels, split
+
+
+def _alignment_section(runs: Sequence[_SourceRun], align: AlignConfig) -> dict[str, Any]:
+    """The manifest's `alignment`: the settings, and per source what the aligner found."""
+    stats = {
+        run.spec.name: {
+            **alignment_stats(run.all_results, max_angle=align.max_angle),
+            "eyes_not_found_kept": sum(1 for r in run.results if r.face_found and not r.eyes_found),
+        }
+        for run in runs
+    }
+    return {"config": align.to_dict(), "per_source": stats}
+
+
 def prepare_dataset(
     *,
     sources: Sequence[SourceSpec | str],
@@ -152,68 +209,34 @@ def prepare_dataset(
         DataError: a source is malformed as a whole or yields no usable record.
         StorageError: a source path does not exist or cannot be downloaded.
     """
-    if not sources:
-        raise ConfigError("`sources` is empty; pass at least one KIND:PATH source")
-    if workers < 1:
-        raise ConfigError(f"`workers` must be >= 1, got {workers}")
-    if limit is not None and limit < 1:
-        raise ConfigError(f"`limit` must be >= 1 or None, got {limit}")
-    if chunk_size < 1:
-        raise ConfigError(f"`chunk_size` must be >= 1, got {chunk_size}")
-    check_split_mode(split_mode)
-    specs = _unique_names([s if isinstance(s, SourceSpec) else SourceSpec.parse(s) for s in sources])
+    specs = _check_options(sources, workers=workers, limit=limit, chunk_size=chunk_size, split_mode=split_mode)
     started = time.perf_counter()
-
-    runs: list[_SourceRun] = []
-    for spec in specs:
-        run = _SourceRun(spec=spec, local_path=local_source(spec.path))
-        items = read_source(
-            replace(spec, path=str(run.local_path)), seed=seed, split_mode=split_mode, notes=run.notes
-        )
-        _read_and_align(run, itertools.islice(items, limit), align=align, workers=workers, chunk_size=chunk_size)
-        if not run.records:
-            top = Counter(r.reason for r in run.rejects).most_common(1)
-            why = f"; most common reject: {top[0][0]!r} x{top[0][1]}" if top else ""
-            raise DataError(
-                f"source {spec.kind}:{spec.path} gave no usable records ({run.inputs} inputs, "
-                f"{len(run.rejects)} rejected{why}); check the path and the kind"
-            )
-        logger.info("%s: %d inputs, %d records, %d rejects", spec.name, run.inputs, len(run.records), len(run.rejects))
-        runs.append(run)
-
-    records = [r for run in runs for r in run.records]
-    results = [r for run in runs for r in run.results]
-    images = np.stack([r.face for r in results]).astype(np.uint8, copy=False)
-    label_rows = np.array([r.label_vector() for r in records], dtype=np.int8).reshape(len(records), len(TASK_NAMES))
-    labels = {task: label_rows[:, i] for i, task in enumerate(TASK_NAMES)}
-    split = np.array([SPLIT_CODES[r.split] for r in records], dtype=np.uint8)
-    stats = {
-        run.spec.name: {
-            **alignment_stats(run.all_results, max_angle=align.max_angle),
-            "eyes_not_found_kept": sum(1 for r in run.results if r.face_found and not r.eyes_found),
-        }
-        for run in runs
-    }
+    runs = [
+        _run_source(spec, align=align, workers=workers, seed=seed, split_mode=split_mode, limit=limit,
+                    chunk_size=chunk_size)
+        for spec in specs
+    ]
+    images, labels, split = _arrays(runs)
     rejects = [r.to_dict() for run in runs for r in run.rejects]
+    inputs = sum(run.inputs for run in runs)
     out = write_dataset(
         out_dir,
         images=images,
         labels=labels,
         split=split,
         sources=[run.summary() for run in runs],
-        alignment={"config": align.to_dict(), "per_source": stats},
+        alignment=_alignment_section(runs, align),
         rejects=rejects,
         extra={
             "prepare": {"seed": seed, "split_mode": split_mode, "limit": limit, "library_version": __version__},
-            "num_inputs": sum(run.inputs for run in runs),
+            "num_inputs": inputs,
         },
     )
     elapsed = time.perf_counter() - started
-    inputs = sum(run.inputs for run in runs)
     per_split = " / ".join(f"{s} {int((split == c).sum())}" for s, c in SPLIT_CODES.items())
     logger.info(
         "prepared %d of %d inputs from %d source(s) (%s), %d rejected, eyes found %d, %.1fs (%.0f inputs/s) -> %s",
-        len(records), inputs, len(runs), per_split, len(rejects), sum(r.eyes_found for r in results),
+        len(split), inputs, len(runs), per_split, len(rejects), sum(r.eyes_found for run in runs for r in run.results),
         elapsed, inputs / max(elapsed, 1e-9), out,
     )  # fmt: skip
     return out

@@ -1,4 +1,4 @@
-"""report.md and confusion-matrix PNGs, rendered from the metrics dict `evaluate` returns.
+"""report.md and confusion-matrix PNGs, rendered from the metrics `evaluate` returns.
 
 Plots are drawn on a bare `Figure` with the Agg canvas, never through pyplot: a library must not
 switch the process's matplotlib backend or leak global figures, and Agg needs no display.
@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from fer_model.artifact_files import REPORT_FILE, EvaluationMetrics, FairnessTable, ModelArtifactConfig, TaskMetrics
 from fer_model.errors import DataError
 
 logger = logging.getLogger(__name__)
-
-REPORT_FILE = "report.md"
 
 
 def confusion_png_name(task: str) -> str:
@@ -73,32 +72,29 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _task_table(tasks: Mapping[str, Any]) -> list[str]:
+def _task_table(tasks: Mapping[str, TaskMetrics]) -> list[str]:
     lines = ["| task | accuracy | macro-F1 | labelled | unlabelled (excluded) |", "| --- | --- | --- | --- | --- |"]
     for name, t in tasks.items():
-        lines.append(
-            f"| {name} | {_fmt(t['accuracy'])} | {_fmt(t['macro_f1'])} | {t['n_labelled']} | {t['n_unlabelled']} |"
-        )
+        lines.append(f"| {name} | {_fmt(t.accuracy)} | {_fmt(t.macro_f1)} | {t.n_labelled} | {t.n_unlabelled} |")
     return lines
 
 
-def _per_class_table(name: str, task: Mapping[str, Any]) -> list[str]:
-    per_class = task.get("per_class") or {}
-    if not per_class:
+def _per_class_table(name: str, task: TaskMetrics) -> list[str]:
+    if not task.per_class:
         return []
     lines = [f"**{name}**", "", "| class | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]
-    for cls, m in per_class.items():
-        lines.append(f"| {cls} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | {_fmt(m['f1'])} | {m['support']} |")
+    for cls, m in task.per_class.items():
+        lines.append(f"| {cls} | {_fmt(m.precision)} | {_fmt(m.recall)} | {_fmt(m.f1)} | {m.support} |")
     return [*lines, ""]
 
 
-def _fairness_table(fairness: Mapping[str, Any]) -> list[str]:
+def _fairness_table(fairness: FairnessTable) -> list[str]:
     if not fairness:
         return ["The model has no emotion head, so there is no per-group emotion accuracy."]
     lines = ["| attribute | group | n | emotion accuracy |", "| --- | --- | --- | --- |"]
     for attribute, groups in fairness.items():
         for group, g in groups.items():
-            lines.append(f"| {attribute} | {group} | {g['n']} | {_fmt(g['emotion_accuracy'])} |")
+            lines.append(f"| {attribute} | {group} | {g.n} | {_fmt(g.emotion_accuracy)} |")
     return lines
 
 
@@ -111,35 +107,34 @@ def _settings(title: str, values: Mapping[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def _model_section(metrics: Mapping[str, Any], model_config: Mapping[str, Any] | None) -> list[str]:
-    model = metrics.get("model", {})
-    match = model.get("dataset_matches")
+def _model_section(metrics: EvaluationMetrics, model_config: ModelArtifactConfig | None) -> list[str]:
+    model = metrics.model
+    match = model.dataset_matches
     lines = [
-        f"- model: `{model.get('path')}`",
-        f"- trained on dataset manifest sha256: `{model.get('dataset_manifest_sha256')}`",
+        f"- model: `{model.path}`",
+        f"- trained on dataset manifest sha256: `{model.dataset_manifest_sha256}`",
         f"- evaluated dataset is the training dataset: {'yes' if match else 'no' if match is False else 'unknown'}",
-        f"- loss weights: {json.dumps(model.get('loss_weights', {}), sort_keys=True)}",
+        f"- loss weights: {json.dumps(dict(model.loss_weights), sort_keys=True)}",
     ]
-    if not model_config:
+    if model_config is None:
         return lines
-    if "best_epoch" in model_config:
-        # config.json stores a 0-based index; people count epochs from 1.
-        lines.append(f"- best epoch: {int(model_config['best_epoch']) + 1} of {model_config.get('epochs_run', '?')}")
-    lines.append("")
-    for key, title in (("validation", "Validation metrics at the best epoch"), ("model", "Model"),
-                       ("training", "Training"), ("alignment", "Alignment")):
-        if isinstance(model_config.get(key), Mapping) and model_config[key]:
-            lines += _settings(title, model_config[key])
+    # config.json stores a 0-based index; people count epochs from 1.
+    lines += [f"- best epoch: {model_config.best_epoch + 1} of {model_config.epochs_run}", ""]
+    for values, title in ((model_config.validation, "Validation metrics at the best epoch"),
+                          (model_config.model, "Model"), (model_config.training, "Training"),
+                          (model_config.alignment, "Alignment")):
+        if values:
+            lines += _settings(title, values)
     return lines
 
 
 def write_report(
-    metrics: Mapping[str, Any], *, out_dir: str | os.PathLike[str], model_config: Mapping[str, Any] | None = None
+    metrics: EvaluationMetrics, *, out_dir: str | os.PathLike[str], model_config: ModelArtifactConfig | None = None
 ) -> Path:
     """Write one confusion PNG per task with labelled samples, then report.md embedding them.
 
     Args:
-        metrics: The dict `fer_model.evaluation.evaluate` builds (the metrics.json schema).
+        metrics: What `fer_model.evaluation.evaluate` builds (the content of metrics.json).
         out_dir: Folder to write into (created if missing).
         model_config: The model artifact's config.json, summarised at the end of the report.
 
@@ -148,11 +143,11 @@ def write_report(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tasks: Mapping[str, Any] = metrics.get("tasks", {})
+    tasks = metrics.tasks
     lines = [
         "# fer-mtl evaluation report",
         "",
-        f"Split `{metrics.get('split')}`, {metrics.get('num_samples')} samples. Samples without a label for a "
+        f"Split `{metrics.split}`, {metrics.num_samples} samples. Samples without a label for a "
         "task (-1) are excluded from that task's metrics and counted as unlabelled.",
         "",
         "## Per-task metrics",
@@ -164,13 +159,13 @@ def write_report(
     ]
     for name, task in tasks.items():
         lines += _per_class_table(name, task)
-    lines += ["## Emotion accuracy per group", "", *_fairness_table(metrics.get("fairness", {})), ""]
+    lines += ["## Emotion accuracy per group", "", *_fairness_table(metrics.fairness), ""]
     lines += ["## Confusion matrices", "", "Rows are true classes, normalised to 1; cells show share and count.", ""]
     for name, task in tasks.items():
-        if task["n_labelled"] == 0:
+        if task.n_labelled == 0:
             lines += [f"- {name}: no labelled samples in this split, no confusion matrix.", ""]
             continue
-        png = plot_confusion(task["confusion_matrix"], task["classes"], title=f"{name} ({metrics.get('split')})",
+        png = plot_confusion(task.confusion_matrix, task.classes, title=f"{name} ({metrics.split})",
                              path=out / confusion_png_name(name))
         lines += [f"### {name}", "", f"![{name} confusion matrix]({png.name})", ""]
     lines += ["## Model", "", *_model_section(metrics, model_config), ""]

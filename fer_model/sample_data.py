@@ -86,122 +86,175 @@ def _shade(color: Any, factor: float) -> tuple[int, int, int]:
     return tuple(int(np.clip(c * factor, 0, 255)) for c in color)  # type: ignore[return-value]
 
 
-def _draw_face(face: _Face, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A 200x200 BGR face and its 5 landmarks (eyes, nose tip, mouth corners) in canvas pixels."""
+def _u(rng: np.random.Generator, a: float, b: float) -> float:
+    return float(rng.uniform(a, b))
+
+
+@dataclass(frozen=True)
+class _Head:
+    """One face's head on the canvas: its labels, placement and colours, and the pixel grids."""
+
+    face: _Face
+    age: int  # index into AGE
+    cx: float
+    cy: float
+    ax: float  # half width
+    ay: float  # half height
+    skin: np.ndarray
+    hair: np.ndarray
+    xx: np.ndarray
+    yy: np.ndarray
+    r2: np.ndarray  # squared elliptic distance from the head centre: <= 1 inside the head
+
+    @property
+    def child(self) -> bool:
+        return self.age == 0
+
+    @property
+    def old(self) -> bool:
+        return self.age == 4
+
+    @property
+    def female(self) -> bool:
+        return self.face.gender == "female"
+
+    @property
+    def male(self) -> bool:
+        return self.face.gender == "male"
+
+    @property
+    def wrinkle(self) -> tuple[int, int, int]:
+        return _shade(self.skin, 0.72)
+
+
+def _background_and_head(face: _Face, rng: np.random.Generator) -> tuple[np.ndarray, _Head]:
+    """A lit background gradient, and where the head goes with which skin and hair colours."""
     s = _CANVAS
     age = AGE.index(face.age)
-    child, old = age == 0, age == 4
-    female, male = face.gender == "female", face.gender == "male"
-    u = lambda a, b: float(rng.uniform(a, b))  # noqa: E731 - short local draw helper
-
-    bg = np.array([u(40, 220), u(40, 220), u(40, 220)])
+    bg = np.array([_u(rng, 40, 220), _u(rng, 40, 220), _u(rng, 40, 220)])
     img = np.empty((s, s, 3), np.float32)
     img[:] = bg * np.linspace(0.75, 1.15, s)[:, None, None]  # a lit gradient, not a flat colour
-    cx, cy = s / 2 + u(-3, 3), s * 0.52 + u(-3, 3)
-    ax = 80 * (1.04 if child else 1.0) * u(0.95, 1.05)
-    ay = (88 if child else 98) * u(0.95, 1.05)
-    skin = np.array(_SKIN[face.race]) * u(0.88, 1.1)
-    if old:
+    cx, cy = s / 2 + _u(rng, -3, 3), s * 0.52 + _u(rng, -3, 3)
+    ax = 80 * (1.04 if age == 0 else 1.0) * _u(rng, 0.95, 1.05)
+    ay = (88 if age == 0 else 98) * _u(rng, 0.95, 1.05)
+    skin = np.array(_SKIN[face.race]) * _u(rng, 0.88, 1.1)
+    if age == 4:
         skin = skin * 0.93 + 12  # paler, flatter skin
-    grey = u(0.5, 0.95) if old else u(0.1, 0.5) if age == 3 else 0.0  # how grey the hair is
+    grey = _u(rng, 0.5, 0.95) if age == 4 else _u(rng, 0.1, 0.5) if age == 3 else 0.0  # how grey the hair is
     base = _HAIR_LIGHT if face.race == "caucasian" and rng.random() < 0.5 else _HAIR_DARK
     hair = np.array(base[rng.integers(len(base))], float) * (1 - grey) + np.array([200, 200, 205]) * grey
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
     r2 = ((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2
-    head = r2 <= 1.0
+    return img, _Head(face=face, age=age, cx=cx, cy=cy, ax=ax, ay=ay, skin=skin, hair=hair, xx=xx, yy=yy, r2=r2)
 
+
+def _paint_head(img: np.ndarray, h: _Head, rng: np.random.Generator) -> None:
+    """Hair behind the head, neck and shirt, ears, the shaded head, the hair cap and stubble."""
+    s, cx, cy, ax, ay, xx, yy, r2 = _CANVAS, h.cx, h.cy, h.ax, h.ay, h.xx, h.yy, h.r2
+    head = r2 <= 1.0
     # Long hair (female), jaw-length (unsure), none behind the head (male).
-    hair_len = 0.0 if male else (u(0.9, 1.4) if female else u(0.2, 0.5))
-    if hair_len and not child:
+    hair_len = 0.0 if h.male else (_u(rng, 0.9, 1.4) if h.female else _u(rng, 0.2, 0.5))
+    if hair_len and not h.child:
         behind = (np.abs(xx - cx) <= ax + 16) & (yy >= cy - 0.4 * ay) & (yy <= cy + hair_len * ay)
-        img[behind | (r2 <= 1.25)] = hair
+        img[behind | (r2 <= 1.25)] = h.hair
     # Neck and shirt, then the head with a radial shading that makes it look round.
-    img[(np.abs(xx - cx) < 0.42 * ax) & (yy > cy + 0.6 * ay)] = skin * 0.82
+    img[(np.abs(xx - cx) < 0.42 * ax) & (yy > cy + 0.6 * ay)] = h.skin * 0.82
     img[(yy > cy + 0.95 * ay) & (((xx - cx) / (1.6 * ax)) ** 2 + ((yy - s * 1.25) / 60) ** 2 < 1)] = np.array(
-        [u(30, 200), u(30, 200), u(30, 200)]
+        [_u(rng, 30, 200), _u(rng, 30, 200), _u(rng, 30, 200)]
     )
     for side in (-1, 1):  # ears
-        cv2.ellipse(img, (int(cx + side * ax * 0.97), int(cy - 0.05 * ay)), (9, 17), 0, 0, 360, _shade(skin, 0.85), -1)
-    img[head] = skin * (1.08 - 0.3 * r2[head, None])
+        ear = (int(cx + side * ax * 0.97), int(cy - 0.05 * ay))
+        cv2.ellipse(img, ear, (9, 17), 0, 0, 360, _shade(h.skin, 0.85), -1)
+    img[head] = h.skin * (1.08 - 0.3 * r2[head, None])
     # Hair cap above a curved hairline; balding men keep the sides only.
-    line0 = cy - (0.95 if (old and male and rng.random() < 0.6) else 0.62 + u(-0.04, 0.04)) * ay
+    line0 = cy - (0.95 if (h.old and h.male and rng.random() < 0.6) else 0.62 + _u(rng, -0.04, 0.04)) * ay
     hairline = line0 + 0.45 * ay * ((xx - cx) / ax) ** 2
     cap = (r2 <= 1.12) & (yy < hairline) & (yy < cy)
-    if child:
+    if h.child:
         cap &= rng.random((s, s)) < 0.5  # sparse baby hair
-    img[cap] = hair * u(0.9, 1.1)
-    if male and age >= 2 and rng.random() < 0.5:  # stubble on the lower face
+    img[cap] = h.hair * _u(rng, 0.9, 1.1)
+    if h.male and h.age >= 2 and rng.random() < 0.5:  # stubble on the lower face
         stubble = head & (yy > cy + 0.35 * ay) & (rng.random((s, s)) < 0.5)
         img[stubble] *= 0.78
 
-    # Expression, scaled by a per-face intensity so the classes overlap a little.
-    k = u(0.55, 1.0)
-    b_in, b_out, arch, b_dx, eye_open, mouth = _EXPRESSIONS[face.emotion]
+
+def _paint_eyes(
+    img: np.ndarray, h: _Head, rng: np.random.Generator, k: float
+) -> tuple[list[tuple[float, float]], float]:
+    """Eyes, brows (shaped by the expression at intensity `k`) and eye wrinkles; returns the eye
+    centres and their height on the canvas."""
+    b_in, b_out, arch, b_dx, eye_open, _ = _EXPRESSIONS[h.face.emotion]
     b_in, b_out, arch, b_dx = b_in * k, b_out * k, 3 + (arch - 3) * k, b_dx * k
     eye_open = 1 + (eye_open - 1) * k
-    ey = cy - (0.05 if child else 0.18) * ay + u(-2, 2)
-    ew = (19 if child else 16) * u(0.93, 1.07)
-    eh = ew * 0.5 * eye_open * (0.7 if face.race == "asian" else 1.0)
-    eye_dx = 0.42 * ax
-    dark = _shade(skin, 0.3)
-    wrinkle = _shade(skin, 0.72)
-    brow_col = hair * 0.6 + np.array(dark) * 0.4
-    landmarks = []
+    ey = h.cy - (0.05 if h.child else 0.18) * h.ay + _u(rng, -2, 2)
+    ew = (19 if h.child else 16) * _u(rng, 0.93, 1.07)
+    eh = ew * 0.5 * eye_open * (0.7 if h.face.race == "asian" else 1.0)
+    brow_col = h.hair * 0.6 + np.array(_shade(h.skin, 0.3)) * 0.4
+    centres = []
     for side in (-1, 1):
-        ex = cx + side * eye_dx
-        landmarks.append((ex, ey))
+        ex = h.cx + side * 0.42 * h.ax
+        centres.append((ex, ey))
         # A shadowed socket around a light eye white and a dark iris: the dark-in-light pattern
         # Haar eye cascades key on.
-        cv2.ellipse(img, (int(ex), int(ey)), (int(ew * 1.35), int(eh * 1.5 + 5)), 0, 0, 360, _shade(skin, 0.8), -1)
+        cv2.ellipse(img, (int(ex), int(ey)), (int(ew * 1.35), int(eh * 1.5 + 5)), 0, 0, 360, _shade(h.skin, 0.8), -1)
         cv2.ellipse(img, (int(ex), int(ey)), (int(ew), max(2, int(eh))), 0, 0, 360, (235, 238, 240), -1, cv2.LINE_AA)
         iris = max(3, int(min(eh, ew * 0.55)))
-        iris_col = (120, 90, 40) if face.race == "caucasian" and rng.random() < 0.3 else (40, 50, 70)
+        iris_col = (120, 90, 40) if h.face.race == "caucasian" and rng.random() < 0.3 else (40, 50, 70)
         cv2.circle(img, (int(ex), int(ey)), iris, iris_col, -1, cv2.LINE_AA)
         cv2.circle(img, (int(ex), int(ey)), max(2, iris // 2), (10, 10, 10), -1, cv2.LINE_AA)
         cv2.circle(img, (int(ex - 2), int(ey - 2)), 2, (250, 250, 250), -1, cv2.LINE_AA)
-        lid = 4 if female else 2
+        lid = 4 if h.female else 2
         cv2.ellipse(img, (int(ex), int(ey)), (int(ew), max(2, int(eh))), 0, 180, 360, (20, 20, 25), lid, cv2.LINE_AA)
         # Brow: inner end near the nose, outer end above the eye's outer corner.
-        by = ey - eh - 14 - (4 if child else 0)
-        inner = (cx + side * (0.16 * ax + b_dx), by + b_in)
-        outer = (cx + side * 0.62 * ax, by + b_out)
+        by = ey - eh - 14 - (4 if h.child else 0)
+        inner = (h.cx + side * (0.16 * h.ax + b_dx), by + b_in)
+        outer = (h.cx + side * 0.62 * h.ax, by + b_out)
         mid = ((inner[0] + outer[0]) / 2, (inner[1] + outer[1]) / 2 - arch)
-        _poly(img, _bezier(inner, mid, outer), brow_col, 7 if male else 4)
-        if age >= 3:  # crow's feet and bags under the eyes
-            for j in range(2 if age == 3 else 4):
+        _poly(img, _bezier(inner, mid, outer), brow_col, 7 if h.male else 4)
+        if h.age >= 3:  # crow's feet and bags under the eyes
+            for j in range(2 if h.age == 3 else 4):
                 y0 = ey - 4 + 5 * j
                 _poly(
                     img,
                     _bezier((ex + side * (ew + 4), y0), (ex + side * (ew + 9), y0), (ex + side * (ew + 14), y0 + 3)),
-                    wrinkle,
+                    h.wrinkle,
                     1,
                 )
-            _poly(
-                img, _bezier((ex - ew * 0.8, ey + eh + 6), (ex, ey + eh + 11), (ex + ew * 0.8, ey + eh + 6)), wrinkle, 1
-            )
+            bag = _bezier((ex - ew * 0.8, ey + eh + 6), (ex, ey + eh + 11), (ex + ew * 0.8, ey + eh + 6))
+            _poly(img, bag, h.wrinkle, 1)
+    return centres, ey
 
+
+def _paint_nose(img: np.ndarray, h: _Head, ey: float) -> tuple[float, float]:
+    """The nose, and the disgust and age lines around it; returns (nose tip y, nose width)."""
+    cx, wrinkle = h.cx, h.wrinkle
     # Nose: a bridge shadow and nostrils, wider for african_american faces, smaller for children.
-    nose_w = (14 if child else 17) * (1.3 if face.race == "african_american" else 1.0)
-    ny = cy + (0.22 if child else 0.2) * ay
-    _poly(img, _bezier((cx - 4, ey + 6), (cx - 7, ny - 12), (cx - 3, ny)), _shade(skin, 0.75), 2)
+    nose_w = (14 if h.child else 17) * (1.3 if h.face.race == "african_american" else 1.0)
+    ny = h.cy + (0.22 if h.child else 0.2) * h.ay
+    _poly(img, _bezier((cx - 4, ey + 6), (cx - 7, ny - 12), (cx - 3, ny)), _shade(h.skin, 0.75), 2)
     for side in (-1, 1):
         cv2.ellipse(
-            img, (int(cx + side * nose_w * 0.45), int(ny)), (5, 3), 0, 0, 360, _shade(skin, 0.45), -1, cv2.LINE_AA
+            img, (int(cx + side * nose_w * 0.45), int(ny)), (5, 3), 0, 0, 360, _shade(h.skin, 0.45), -1, cv2.LINE_AA
         )
-    landmarks.append((cx, ny))
-    if face.emotion == "disgust":  # wrinkled nose bridge
+    if h.face.emotion == "disgust":  # wrinkled nose bridge
         for j in range(3):
             _poly(img, _bezier((cx - 8, ey + 10 + 4 * j), (cx, ey + 8 + 4 * j), (cx + 8, ey + 10 + 4 * j)), wrinkle, 1)
-    if age >= 3:  # forehead lines and nasolabial folds
-        for j in range(2 if age == 3 else 4):
+    if h.age >= 3:  # forehead lines
+        for j in range(2 if h.age == 3 else 4):
             fy = ey - 32 - 5 * j
-            _poly(img, _bezier((cx - 0.3 * ax, fy + 2), (cx, fy - 2), (cx + 0.3 * ax, fy + 2)), wrinkle, 1 + (age == 4))
+            _poly(img, _bezier((cx - 0.3 * h.ax, fy + 2), (cx, fy - 2), (cx + 0.3 * h.ax, fy + 2)), wrinkle,
+                  1 + (h.age == 4))
+    return ny, nose_w
 
-    # Mouth.
-    my = cy + (0.48 if child else 0.5) * ay
-    mw = (0.24 if child else 0.31) * ax * u(0.92, 1.08)
-    lip = np.array(skin) * np.array([0.55, 0.55, 0.95]) if female else np.array(skin) * np.array([0.6, 0.6, 0.8])
-    lip_t = (5 if female else 3) + (face.race == "african_american")
+
+def _paint_mouth(img: np.ndarray, h: _Head, rng: np.random.Generator, k: float) -> tuple[float, float]:
+    """The expression's mouth at intensity `k`; returns (mouth y, mouth half width)."""
+    cx, skin = h.cx, h.skin
+    mouth = _EXPRESSIONS[h.face.emotion][5]
+    my = h.cy + (0.48 if h.child else 0.5) * h.ay
+    mw = (0.24 if h.child else 0.31) * h.ax * _u(rng, 0.92, 1.08)
+    lip = np.array(skin) * np.array([0.55, 0.55, 0.95]) if h.female else np.array(skin) * np.array([0.6, 0.6, 0.8])
+    lip_t = (5 if h.female else 3) + (h.face.race == "african_american")
     cavity = (35, 25, 45)
     xs = np.linspace(-1, 1, 17)
 
@@ -243,18 +296,38 @@ def _draw_face(face: _Face, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
         )
         _poly(img, np.round(upper * 4).astype(np.int32), lip, lip_t)
     else:  # neutral
-        _poly(img, curve(u(-1.5, 1.5)), lip, lip_t)
-    landmarks += [(cx - mw, my), (cx + mw, my)]
-    if age >= 3:
-        for side in (-1, 1):
-            _poly(
-                img,
-                _bezier(
-                    (cx + side * nose_w * 0.8, ny), (cx + side * (mw + 6), my - 10), (cx + side * (mw + 4), my + 6)
-                ),
-                wrinkle,
-                1 + (age == 4),
-            )
+        _poly(img, curve(_u(rng, -1.5, 1.5)), lip, lip_t)
+    return my, mw
+
+
+def _paint_folds(img: np.ndarray, h: _Head, *, ny: float, nose_w: float, my: float, mw: float) -> None:
+    """Nasolabial folds from the nostrils to beyond the mouth corners (older faces)."""
+    for side in (-1, 1):
+        _poly(
+            img,
+            _bezier(
+                (h.cx + side * nose_w * 0.8, ny), (h.cx + side * (mw + 6), my - 10), (h.cx + side * (mw + 4), my + 6)
+            ),
+            h.wrinkle,
+            1 + (h.age == 4),
+        )
+
+
+def _draw_face(face: _Face, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A 200x200 BGR face and its 5 landmarks (eyes, nose tip, mouth corners) in canvas pixels.
+
+    The steps draw from `rng` in a fixed order, so a seed always gives the same face.
+    """
+    img, head = _background_and_head(face, rng)
+    _paint_head(img, head, rng)
+    # Expression, scaled by a per-face intensity so the classes overlap a little.
+    k = _u(rng, 0.55, 1.0)
+    eyes, ey = _paint_eyes(img, head, rng, k)
+    ny, nose_w = _paint_nose(img, head, ey)
+    my, mw = _paint_mouth(img, head, rng, k)
+    if head.age >= 3:
+        _paint_folds(img, head, ny=ny, nose_w=nose_w, my=my, mw=mw)
+    landmarks = [*eyes, (head.cx, ny), (head.cx - mw, my), (head.cx + mw, my)]
     return np.clip(img, 0, 255).astype(np.uint8), np.array(landmarks, np.float32)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fer_model._settings import parse_json_object
+from fer_model.artifact_files import METRICS_FILE, EvaluationMetrics
 from fer_model.errors import ConfigError, FerError, StorageError
 
 logger = logging.getLogger(__name__)
@@ -45,13 +46,13 @@ class LocalRun:
         tasks: Task path relative to `run_dir` (e.g. "train", "for-loop-1-iteration-0/tune-worker")
             -> {output name: local path} for every artifact the task wrote.
         report: The evaluation report (Markdown), when the evaluate task ran.
-        metrics: metrics.json of the evaluate task, parsed, when it ran.
+        metrics: metrics.json of the evaluate task, when it ran.
     """
 
     run_dir: Path
     tasks: dict[str, dict[str, Path]] = field(default_factory=dict)
     report: Path | None = None
-    metrics: dict[str, Any] | None = None
+    metrics: EvaluationMetrics | None = None
 
     def __post_init__(self) -> None:
         if not Path(self.run_dir).is_dir():
@@ -216,8 +217,8 @@ def collect_outputs(run_dir: Path) -> LocalRun:
         tasks[task_dir.relative_to(run_dir).as_posix()] = outputs
     evaluate = tasks.get("evaluate", {})
     report = evaluate.get("report")
-    metrics_file = evaluate.get("metrics", Path("/nonexistent")) / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+    metrics_file = evaluate.get("metrics", Path("/nonexistent")) / METRICS_FILE
+    metrics = EvaluationMetrics.read(metrics_file) if metrics_file.is_file() else None
     return LocalRun(run_dir=run_dir, tasks=tasks, report=report, metrics=metrics)
 
 

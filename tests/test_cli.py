@@ -23,14 +23,21 @@ def _config(**overrides):
     config = {
         "format": "fer-mtl-model",
         "format_version": 1,
+        "library_version": "0.1.0",
+        "keras_version": "3",
+        "backend": "tensorflow",
         "tasks": {t: list(get_task(t).classes) for t in TASK_NAMES},
         "input_size": 50,
+        "input_name": "image",
         "alignment": {},
         "model": {},
         "training": {},
         "loss_weights": {t: 1.0 for t in TASK_NAMES},
-        "best_epoch": 0,
         "dataset_manifest_sha256": "0" * 64,
+        "best_epoch": 0,
+        "epochs_run": 1,
+        "validation": {},
+        "saved_model": None,
     }
     return {**config, **overrides}
 

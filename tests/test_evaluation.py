@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from fer_model.artifact_files import EvaluationMetrics, ModelArtifactConfig, ModelInfo
 from fer_model.errors import ConfigError, DataError
 from fer_model.evaluation import build_metrics
 from fer_model.report import confusion_png_name, write_report
@@ -28,23 +29,23 @@ def _valid_png(path):
 
 def test_build_metrics_scores_only_model_tasks_and_counts_unlabelled():
     m = build_metrics(predictions=PREDICTIONS, labels=LABELS, split="test")
-    assert set(m["tasks"]) == {"emotion", "race"}
-    emotion = m["tasks"]["emotion"]
-    assert (emotion["n_labelled"], emotion["n_unlabelled"]) == (4, 1)
-    assert emotion["accuracy"] == pytest.approx(0.5)
-    assert emotion["classes"] == list(get_task("emotion").classes)
-    assert np.asarray(emotion["confusion_matrix"]).sum() == 4
-    assert m["num_samples"] == 5
+    assert set(m.tasks) == {"emotion", "race"}
+    emotion = m.tasks["emotion"]
+    assert (emotion.n_labelled, emotion.n_unlabelled) == (4, 1)
+    assert emotion.accuracy == pytest.approx(0.5)
+    assert emotion.classes == get_task("emotion").classes
+    assert np.asarray(emotion.confusion_matrix).sum() == 4
+    assert m.num_samples == 5
 
 
 def test_task_without_labels_is_reported_not_a_crash():
-    race = build_metrics(predictions=PREDICTIONS, labels=LABELS, split="test")["tasks"]["race"]
-    assert race["accuracy"] is None and race["macro_f1"] is None
-    assert (race["n_labelled"], race["n_unlabelled"]) == (0, 5)
+    race = build_metrics(predictions=PREDICTIONS, labels=LABELS, split="test").tasks["race"]
+    assert race.accuracy is None and race.macro_f1 is None
+    assert (race.n_labelled, race.n_unlabelled) == (0, 5)
 
 
 def test_fairness_by_hand():
-    fairness = build_metrics(predictions=PREDICTIONS, labels=LABELS, split="test")["fairness"]
+    fairness = build_metrics(predictions=PREDICTIONS, labels=LABELS, split="test").to_dict()["fairness"]
     # male: samples 0, 1 (both right); female: sample 2 (wrong), sample 3 has no emotion label.
     assert fairness["gender"]["male"] == {"n": 2, "emotion_accuracy": 1.0}
     assert fairness["gender"]["female"] == {"n": 1, "emotion_accuracy": 0.0}
@@ -57,7 +58,8 @@ def test_fairness_by_hand():
 
 
 def test_fairness_by_predicted_group_by_hand():
-    by_predicted = build_metrics(predictions=PREDICTIONS, labels=LABELS, split="test")["fairness_by_predicted_group"]
+    by_predicted = build_metrics(predictions=PREDICTIONS, labels=LABELS, split="test").to_dict()[
+        "fairness_by_predicted_group"]
     # Only the group heads the model has; race labels are all missing, yet predicted races group emotion.
     assert set(by_predicted) == {"race"}
     assert by_predicted["race"]["caucasian"] == {"n": 1, "emotion_accuracy": 1.0}  # sample 3 lacks emotion
@@ -67,7 +69,7 @@ def test_fairness_by_predicted_group_by_hand():
 
 def test_no_emotion_head_means_no_fairness_table():
     m = build_metrics(predictions={"race": PREDICTIONS["race"]}, labels=LABELS, split="test")
-    assert m["fairness"] == {} and m["fairness_by_predicted_group"] == {}
+    assert m.fairness == {} and m.fairness_by_predicted_group == {}
 
 
 def test_length_mismatch_is_rejected():
@@ -76,8 +78,14 @@ def test_length_mismatch_is_rejected():
 
 
 def test_report_embeds_pngs_and_skips_unlabelled_task(tmp_path):
-    m = build_metrics(predictions=PREDICTIONS, labels=LABELS, split="test", model_info={"loss_weights": {"a": 1}})
-    config = {"best_epoch": 3, "epochs_run": 9, "training": {"lr": 0.001}}
+    m = build_metrics(predictions=PREDICTIONS, labels=LABELS, split="test",
+                      model_info=ModelInfo(loss_weights={"emotion": 1.0}))
+    config = ModelArtifactConfig(
+        library_version="0.1.0", keras_version="3", backend="tensorflow",
+        tasks={"emotion": get_task("emotion").classes}, input_size=50, input_name="image", alignment={}, model={},
+        training={"lr": 0.001}, loss_weights={"emotion": 1.0}, dataset_manifest_sha256=None, best_epoch=3,
+        epochs_run=9, validation={}, saved_model=None,
+    )
     report = write_report(m, out_dir=tmp_path, model_config=config)
     text = report.read_text()
     assert f"]({confusion_png_name('emotion')})" in text
@@ -107,10 +115,11 @@ def test_metrics_json_matches_schema_and_return_value(evaluated, tiny_model_dir)
 
     metrics, out = evaluated
     on_disk = json.loads((out / "metrics.json").read_text())
-    assert on_disk == metrics
+    assert on_disk == metrics.to_dict()
+    assert EvaluationMetrics.read(out) == metrics
     assert {"split", "num_samples", "tasks", "fairness", "model"} <= set(on_disk)
     assert on_disk["split"] == "test"
-    model_tasks = set(read_model_config(tiny_model_dir)["tasks"])
+    model_tasks = set(read_model_config(tiny_model_dir).tasks)
     assert set(on_disk["tasks"]) == model_tasks
     for name, t in on_disk["tasks"].items():
         assert {"accuracy", "macro_f1", "n_labelled", "n_unlabelled", "classes", "confusion_matrix"} <= set(t)
@@ -123,39 +132,39 @@ def test_counts_match_the_dataset_manifest(evaluated, sample_dataset_dir):
     metrics, _ = evaluated
     manifest = json.loads((sample_dataset_dir / "manifest.json").read_text())
     counts = manifest["counts"]["test"]
-    assert metrics["num_samples"] == counts["total"]
-    for name, t in metrics["tasks"].items():
-        assert t["n_labelled"] == counts["tasks"][name]["labelled"]
-        assert t["n_unlabelled"] == counts["tasks"][name]["unlabelled"]
+    assert metrics.num_samples == counts["total"]
+    for name, t in metrics.tasks.items():
+        assert t.n_labelled == counts["tasks"][name]["labelled"]
+        assert t.n_unlabelled == counts["tasks"][name]["unlabelled"]
         # Confusion rows are the true-class counts the manifest lists.
-        rows = np.asarray(t["confusion_matrix"]).sum(axis=1).tolist()
-        assert rows == [counts["tasks"][name]["per_class"][c] for c in t["classes"]]
+        rows = np.asarray(t.confusion_matrix).sum(axis=1).tolist()
+        assert rows == [counts["tasks"][name]["per_class"][c] for c in t.classes]
 
 
 def test_fairness_n_add_up(evaluated, sample_dataset_dir):
     from fer_model.dataset import load_dataset
 
     metrics, _ = evaluated
-    if "emotion" not in metrics["tasks"]:
+    if "emotion" not in metrics.tasks:
         pytest.skip("fixture model has no emotion head")
     _, labels = load_dataset(sample_dataset_dir).subset("test")
-    for attribute, groups in metrics["fairness"].items():
+    for attribute, groups in metrics.fairness.items():
         both = int(((labels["emotion"] != -1) & (labels[attribute] != -1)).sum())
-        assert sum(g["n"] for g in groups.values()) == both
+        assert sum(g.n for g in groups.values()) == both
 
 
 def test_model_info_recognises_its_training_dataset(evaluated):
     metrics, _ = evaluated
     # The fixture model was trained on the fixture dataset, so the manifest hashes agree.
-    assert metrics["model"]["dataset_matches"] is True
+    assert metrics.model.dataset_matches is True
 
 
 def test_pngs_and_report(evaluated):
     metrics, out = evaluated
     text = (out / "report.md").read_text()
-    for name, t in metrics["tasks"].items():
+    for name, t in metrics.tasks.items():
         assert f"| {name} |" in text
-        if t["n_labelled"]:
+        if t.n_labelled:
             assert _valid_png(out / confusion_png_name(name))
             assert confusion_png_name(name) in text
 

@@ -7,23 +7,38 @@ from pathlib import Path
 
 import pytest
 
-from fer_model.errors import ConfigError, DataError
+from fer_model.artifact_files import EvaluationMetrics
+from fer_model.errors import ArtifactError, ConfigError
 from fer_model.release.gate import GateDecision, decide, load_metrics, parse_metric_key
+from fer_model.tasks import get_task
 
 SHA = "a" * 64
 
 
-def _metrics(*, emotion: float, age: float = 0.4, split: str = "test", n: int = 100, sha: str = SHA) -> dict:
-    """A metrics.json as fer_model.evaluation writes it, with only the fields the gate reads."""
+def _task(name: str, value: float, n_labelled: int, n: int) -> dict:
+    classes = list(get_task(name).classes)
+    zero = {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    return {"accuracy": value, "macro_f1": value - 0.1, "n_labelled": n_labelled, "n_unlabelled": n - n_labelled,
+            "classes": classes, "confusion_matrix": [[0] * len(classes) for _ in classes],
+            "per_class": {c: zero for c in classes}}
+
+
+def _metrics_dict(*, emotion: float, age: float = 0.4, split: str = "test", n: int = 100, sha: str | None = SHA,
+                  evaluated_sha: str | None = None) -> dict:
+    """A metrics.json as fer_model.evaluation writes it (the numbers the gate does not read are zero)."""
     return {
         "split": split,
         "num_samples": n,
-        "tasks": {
-            "emotion": {"accuracy": emotion, "macro_f1": emotion - 0.1, "n_labelled": n, "n_unlabelled": 0},
-            "age": {"accuracy": age, "macro_f1": age - 0.1, "n_labelled": n // 2, "n_unlabelled": n - n // 2},
-        },
-        "model": {"dataset_manifest_sha256": sha, "loss_weights": {"emotion": 2.0}},
+        "tasks": {"emotion": _task("emotion", emotion, n, n), "age": _task("age", age, n // 2, n)},
+        "fairness": {},
+        "fairness_by_predicted_group": {},
+        "model": {"path": "m", "dataset_manifest_sha256": sha, "evaluated_dataset_manifest_sha256": evaluated_sha,
+                  "dataset_matches": None, "loss_weights": {"emotion": 2.0}},
     }
+
+
+def _metrics(**kwargs) -> EvaluationMetrics:
+    return EvaluationMetrics.from_dict(_metrics_dict(**kwargs))
 
 
 @pytest.mark.parametrize(
@@ -48,9 +63,9 @@ def test_every_threshold_must_pass() -> None:
 
 
 def test_missing_metric_fails_instead_of_passing() -> None:
-    candidate = _metrics(emotion=0.7)
+    candidate = _metrics_dict(emotion=0.7)
     del candidate["tasks"]["age"]
-    result = decide(candidate=candidate, thresholds={"age_macro_f1": 0.1})
+    result = decide(candidate=EvaluationMetrics.from_dict(candidate), thresholds={"age_macro_f1": 0.1})
     assert not result.deploy
     assert "no value" in result.reasons[0]
 
@@ -100,18 +115,15 @@ def test_other_data_is_not_compared(change: dict, named: str) -> None:
 
 def test_evaluation_dataset_hash_wins_over_training_hash() -> None:
     # Two models trained on different datasets but both evaluated on the same evaluation dataset are comparable.
-    serving = _metrics(emotion=0.65, sha="b" * 64)
-    candidate = _metrics(emotion=0.6)
-    serving["dataset_manifest_sha256"] = candidate["dataset_manifest_sha256"] = "c" * 64
+    serving = _metrics(emotion=0.65, sha="b" * 64, evaluated_sha="c" * 64)
+    candidate = _metrics(emotion=0.6, evaluated_sha="c" * 64)
     result = decide(candidate=candidate, thresholds={"emotion_accuracy": 0.5}, serving=serving)
     assert result.numbers["comparable"] is True
     assert not result.deploy
 
 
 def test_unknown_dataset_identity_is_not_compared() -> None:
-    serving, candidate = _metrics(emotion=0.7), _metrics(emotion=0.6)
-    del serving["model"]["dataset_manifest_sha256"]
-    del candidate["model"]["dataset_manifest_sha256"]
+    serving, candidate = _metrics(emotion=0.7, sha=None), _metrics(emotion=0.6, sha=None)
     result = decide(candidate=candidate, thresholds={"emotion_accuracy": 0.5}, serving=serving)
     assert result.numbers["comparable"] is False
 
@@ -147,15 +159,23 @@ def test_decision_is_frozen_and_serialisable() -> None:
 
 
 def test_load_metrics_from_file_and_folder(tmp_path: Path) -> None:
-    data = _metrics(emotion=0.6)
+    data = _metrics_dict(emotion=0.6)
     (tmp_path / "metrics.json").write_text(json.dumps(data))
-    assert load_metrics(tmp_path) == data
-    assert load_metrics(tmp_path / "metrics.json") == data
-    with pytest.raises(DataError, match="no metrics.json"):
+    assert load_metrics(tmp_path).to_dict() == data
+    assert load_metrics(tmp_path / "metrics.json") == _metrics(emotion=0.6)
+    with pytest.raises(ArtifactError, match="no metrics.json"):
         load_metrics(tmp_path / "missing")
     (tmp_path / "bad.json").write_text("[1, 2")
-    with pytest.raises(DataError, match="not valid JSON"):
+    with pytest.raises(ArtifactError, match="cannot be parsed as JSON"):
         load_metrics(tmp_path / "bad.json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ArtifactError, match="must be a JSON object"):
+        load_metrics(tmp_path / "list.json")
+
+
+def test_candidate_must_be_read_metrics_not_a_dict() -> None:
+    with pytest.raises(ConfigError, match="load_metrics"):
+        decide(candidate=_metrics_dict(emotion=0.6), thresholds={"emotion_accuracy": 0.5})  # type: ignore[arg-type]
 
 
 # --- the KFP component, called through .python_func with artifacts in tmp_path ---
@@ -181,11 +201,11 @@ def _artifacts(tmp_path: Path, candidate: dict):
 def test_gate_component(tmp_path: Path, serving_emotion: float | None, expected: bool) -> None:
     from components.gate import gate
 
-    metrics, decision = _artifacts(tmp_path, _metrics(emotion=0.6))
+    metrics, decision = _artifacts(tmp_path, _metrics_dict(emotion=0.6))
     serving_uri = ""
     if serving_emotion is not None:
         serving_uri = str(tmp_path / "serving.json")
-        Path(serving_uri).write_text(json.dumps(_metrics(emotion=serving_emotion)))
+        Path(serving_uri).write_text(json.dumps(_metrics_dict(emotion=serving_emotion)))
     result = gate.python_func(
         candidate_metrics=metrics, decision=decision, min_emotion_accuracy=0.5, serving_metrics_uri=serving_uri
     )
@@ -199,7 +219,7 @@ def test_gate_component(tmp_path: Path, serving_emotion: float | None, expected:
 def test_gate_component_fails_below_threshold(tmp_path: Path) -> None:
     from components.gate import gate
 
-    metrics, decision = _artifacts(tmp_path, _metrics(emotion=0.3))
+    metrics, decision = _artifacts(tmp_path, _metrics_dict(emotion=0.3))
     assert (
         gate.python_func(candidate_metrics=metrics, decision=decision, min_emotion_accuracy=0.5, serving_metrics_uri="")
         is False
@@ -209,8 +229,8 @@ def test_gate_component_fails_below_threshold(tmp_path: Path) -> None:
 def test_gate_component_names_a_missing_serving_file(tmp_path: Path) -> None:
     from components.gate import gate
 
-    metrics, decision = _artifacts(tmp_path, _metrics(emotion=0.6))
-    with pytest.raises(DataError, match="nowhere.json"):
+    metrics, decision = _artifacts(tmp_path, _metrics_dict(emotion=0.6))
+    with pytest.raises(ArtifactError, match="nowhere.json"):
         gate.python_func(
             candidate_metrics=metrics,
             decision=decision,

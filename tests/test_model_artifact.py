@@ -38,18 +38,20 @@ def test_artifact_contents_and_config(tiny_model_dir: Path) -> None:
         assert (tiny_model_dir / name).is_file(), name
     assert not [p for p in tiny_model_dir.parent.iterdir() if p.name.startswith(".")], "temp folder left behind"
     config = read_model_config(tiny_model_dir)
-    assert config["format"] == FORMAT_NAME and config["format_version"] == 1
-    assert config["tasks"] == {t.name: list(t.classes) for t in TASKS}
-    assert config["input_size"] == 50
-    assert config["model"]["width"] == 0.25 and config["model"]["tasks"] == list(TASK_NAMES)
-    assert config["loss_weights"] == {"emotion": 2.0, "gender": 0.1, "race": 1.5, "age": 4.0}
-    assert len(config["dataset_manifest_sha256"]) == 64
-    assert config["alignment"], "alignment settings must travel with the model for serving"
+    assert config.format == FORMAT_NAME and config.format_version == 1
+    assert config.tasks == {t.name: t.classes for t in TASKS}
+    assert config.input_size == 50
+    assert config.model["width"] == 0.25 and config.model["tasks"] == list(TASK_NAMES)
+    assert config.loss_weights == {"emotion": 2.0, "gender": 0.1, "race": 1.5, "age": 4.0}
+    assert config.dataset_manifest_sha256 is not None and len(config.dataset_manifest_sha256) == 64
+    assert config.alignment, "alignment settings must travel with the model for serving"
     history = json.loads((tiny_model_dir / "history.json").read_text())
-    best = config["best_epoch"]
+    best = config.best_epoch
     assert best == int(np.argmax(history["val_emotion_accuracy"]))
-    assert config["validation"]["val_emotion_accuracy"] == history["val_emotion_accuracy"][best]
-    assert config["saved_model"] == SAVED_MODEL_DIR
+    assert config.validation["val_emotion_accuracy"] == history["val_emotion_accuracy"][best]
+    assert config.saved_model == SAVED_MODEL_DIR
+    # The file on disk is exactly what the typed config writes back.
+    assert config.to_dict() == json.loads((tiny_model_dir / CONFIG_FILE).read_text())
 
 
 def test_saved_model_matches_keras_model(tiny_model_dir: Path, images: np.ndarray) -> None:
@@ -87,7 +89,7 @@ def test_read_model_config_imports_no_tensorflow(tiny_model_dir: Path) -> None:
     code = (
         "import sys; from fer_model.model_artifact import read_model_config; "
         f"c = read_model_config({str(tiny_model_dir)!r}); "
-        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'heavy import'; print(c['format'])"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'heavy import'; print(c.format)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -153,8 +155,8 @@ def test_save_round_trip_replaces_an_existing_folder(tiny_model_dir: Path, tmp_p
     )
     assert path == out and not (out / "stale.txt").exists()
     loaded = load_model_artifact(out)
-    assert loaded.config["validation"] == {"val_emotion_accuracy": 0.5}
-    assert loaded.config["alignment"] == {"size": 50} and loaded.config["training"]["epochs"] == 2
+    assert loaded.config.validation == {"val_emotion_accuracy": 0.5} and loaded.config.epochs_run == 2
+    assert loaded.config.alignment == {"size": 50} and loaded.config.training["epochs"] == 2
     np.testing.assert_allclose(
         loaded.model.predict(images, verbose=0)["age"], source.model.predict(images, verbose=0)["age"], atol=1e-6
     )
@@ -179,7 +181,7 @@ def test_silenced_class_stays_silent_in_keras_file_and_saved_model(
         history={"val_emotion_accuracy": [0.3]}, best_epoch=0, dataset_manifest_sha256="f" * 64, alignment={},
         untrained_classes={"gender": ["unsure"]},
     )  # fmt: skip
-    assert read_model_config(out)["untrained_classes"] == {"gender": ["unsure"]}
+    assert read_model_config(out).untrained_classes == {"gender": ("unsure",)}
     reloaded = load_model_artifact(out).model.predict(images, verbose=0)["gender"]
     serving = tf.saved_model.load(str(out / SAVED_MODEL_DIR)).signatures["serving_default"]
     served = serving(image=tf.constant(images))["gender"].numpy()
@@ -201,7 +203,7 @@ def test_model_trained_with_augmentation_saves_without_its_augmentation_layers(
         tmp_path / "model", model=model, model_config=config, train_config=TrainConfig(epochs=1),
         history={"val_emotion_accuracy": [0.3]}, best_epoch=0, dataset_manifest_sha256="f" * 64, alignment={},
     )  # fmt: skip
-    assert read_model_config(out)["model"]["augment"] is True  # the config still says how it was trained
+    assert read_model_config(out).model["augment"] is True  # the config still says how it was trained
     reloaded = load_model_artifact(out).model
     assert not [layer.name for layer in reloaded.layers if layer.name.startswith("aug_")]
     expected = model.predict(images, verbose=0)

@@ -16,8 +16,8 @@ def carded_model(tiny_model_dir, sample_dataset_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("carded") / "model"
     shutil.copytree(tiny_model_dir, root)
     metrics = evaluate(model_dir=root, dataset_dir=sample_dataset_dir, out_dir=root.parent / "eval", split="test")
-    (root / "metrics.json").write_text(json.dumps(metrics))
-    return root, metrics
+    (root / "metrics.json").write_text(json.dumps(metrics.to_dict()))
+    return root, metrics.to_dict()
 
 
 def test_card_quotes_every_task_metric_and_the_licence(carded_model):
@@ -59,5 +59,5 @@ def test_predicted_group_table_and_training_environment(carded_model, tmp_path):
 
 
 def test_card_without_metrics_says_what_is_missing(tiny_model_dir):
-    with pytest.raises(ArtifactError, match="metrics.json is missing or unreadable"):
+    with pytest.raises(ArtifactError, match=r"no metrics.json at .*re-create it with `fer-mtl evaluate`"):
         render_model_card(tiny_model_dir)

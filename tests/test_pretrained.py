@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import skimage.data
 
+from fer_model.artifact_files import EvaluationMetrics
 from fer_model.model_artifact import read_model_config
 from fer_model.model_card import CARD_FILE, render_model_card
 from fer_model.predict import PRETRAINED_DIR, Predictor
@@ -20,13 +21,13 @@ def shipped():
 
 def test_shipped_files_are_a_complete_artifact():
     config = read_model_config(PRETRAINED_DIR)
-    assert tuple(config["tasks"]) == TASK_NAMES
+    assert tuple(config.tasks) == TASK_NAMES
     assert (PRETRAINED_DIR / "model.keras").stat().st_size < 5 * 2**20  # a few MB, fit for a package
-    metrics = json.loads((PRETRAINED_DIR / "metrics.json").read_text())
+    metrics = EvaluationMetrics.read(PRETRAINED_DIR)
     # The metrics were computed on held-out data of the very dataset this model was trained on.
-    assert metrics["model"]["dataset_manifest_sha256"] == config["dataset_manifest_sha256"]
-    assert metrics["model"]["dataset_matches"] is True
-    assert metrics["split"] == "test" and set(metrics["tasks"]) == set(TASK_NAMES)
+    assert metrics.model.dataset_manifest_sha256 == config.dataset_manifest_sha256
+    assert metrics.model.dataset_matches is True
+    assert metrics.split == "test" and set(metrics.tasks) == set(TASK_NAMES)
 
 
 def test_model_card_is_the_rendering_of_its_metrics_and_config():
@@ -52,7 +53,7 @@ def test_shipped_model_answers_for_a_real_photograph(shipped):
         # A trained head commits: its top class stands well above uniform.
         assert max(probabilities.values()) > 1.5 / len(probabilities)
     # UTKFace labels gender male/female only: the head's untrained `unsure` class is switched off.
-    assert read_model_config(shipped.model_dir)["untrained_classes"] == {"gender": ["unsure"]}
+    assert read_model_config(shipped.model_dir).untrained_classes == {"gender": ("unsure",)}
     assert face["predictions"]["gender"]["probabilities"]["unsure"] == 0.0
 
 

@@ -158,7 +158,7 @@ def _outputs(response: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def model_tasks(tiny_model_dir: Path) -> dict[str, list[str]]:
     from fer_model.model_artifact import read_model_config
 
-    return read_model_config(tiny_model_dir)["tasks"]
+    return {t: list(c) for t, c in read_model_config(tiny_model_dir).tasks.items()}
 
 
 # --- answers ---

@@ -307,9 +307,9 @@ def test_cli_train_writes_an_artifact(tmp_path) -> None:
     )  # fmt: skip
     assert rc == 0
     config = read_model_config(tmp_path / "model")
-    assert list(config["tasks"]) == ["emotion", "age"]
-    assert config["loss_weights"] == {"emotion": 1.0, "age": 3.0}
-    assert config["training"]["seed"] == 3 and config["training"]["epochs"] == 1
+    assert list(config.tasks) == ["emotion", "age"]
+    assert config.loss_weights == {"emotion": 1.0, "age": 3.0}
+    assert config.training["seed"] == 3 and config.training["epochs"] == 1
     assert (SPLIT_CODES["train"], SPLIT_CODES["validation"]) == (0, 1)
 
 

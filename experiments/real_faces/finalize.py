@@ -27,45 +27,46 @@ def main() -> None:
     parser.add_argument("--no-saved-model", action="store_true", help="skip the TF SavedModel export")
     args = parser.parse_args()
 
+    import dataclasses
+
     import keras
 
+    from fer_model.artifact_files import HISTORY_FILE, KERAS_FILE, METRICS_FILE, SAVED_MODEL_DIR
     from fer_model.dataset import load_dataset
     from fer_model.evaluation import evaluate
     from fer_model.model import silence_classes
-    from fer_model.model_artifact import export_saved_model
+    from fer_model.model_artifact import export_saved_model, read_model_config
     from fer_model.model_card import EXPERIMENT_FILE, write_model_card
     from fer_model.training import untrained_classes
 
     if args.out.exists():
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True)
-    for name in ("config.json", "history.json"):
-        shutil.copy(args.run_dir / "model" / name, args.out / name)
+    shutil.copy(args.run_dir / "model" / HISTORY_FILE, args.out / HISTORY_FILE)
     result = json.loads((args.run_dir / "result.json").read_text())
     # Provenance of the figures measured where it trained (on the transport copy of the pixels).
     (args.out / EXPERIMENT_FILE).write_text(json.dumps(result, indent=2) + "\n")
-    config = json.loads((args.out / "config.json").read_text())
+    config = read_model_config(args.run_dir / "model")
     # Runs trained before `fit` silenced label-less classes get the same treatment here (idempotent).
     dataset = load_dataset(args.dataset)  # images stay memory-mapped: only the labels are read here
     train = dataset.indices("train")
-    silenced = untrained_classes({t: dataset.labels[t][train] for t in config["tasks"]})
+    silenced = untrained_classes({t: dataset.labels[t][train] for t in config.tasks})
     model = keras.saving.load_model(args.model_keras)
     silence_classes(model, silenced)
-    model.save(args.out / "model.keras")
-    config["untrained_classes"] = silenced
-    config["saved_model"] = None
+    model.save(args.out / KERAS_FILE)
+    saved_model = None
     if not args.no_saved_model:
-        export_saved_model(model, args.out / "saved_model" / "1", tasks=list(config["tasks"]),
-                           image_size=int(config["input_size"]))
-        config["saved_model"] = "saved_model/1"
-    (args.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        export_saved_model(model, args.out / SAVED_MODEL_DIR, tasks=list(config.tasks), image_size=config.input_size)
+        saved_model = SAVED_MODEL_DIR
+    config = dataclasses.replace(config, untrained_classes={t: tuple(c) for t, c in silenced.items()},
+                                 saved_model=saved_model)
+    config.write(args.out)
     evaluation = args.out.parent / f".{args.out.name}-evaluation"
     metrics = evaluate(model_dir=args.out, dataset_dir=args.dataset, out_dir=evaluation, split="test")
-    shutil.copy(evaluation / "metrics.json", args.out / "metrics.json")
+    shutil.copy(evaluation / METRICS_FILE, args.out / METRICS_FILE)
     shutil.rmtree(evaluation)
     write_model_card(args.out)
-    print(json.dumps({t: m["accuracy"] for t, m in metrics["tasks"].items()}))
-
+    print(json.dumps({t: m.accuracy for t, m in metrics.tasks.items()}))
 
 if __name__ == "__main__":
     main()

@@ -258,39 +258,12 @@ def deploy(
     if timeout_s <= 0 or poll_interval_s <= 0:
         raise ConfigError(f"`timeout_s` and `poll_interval_s` must be > 0, got {timeout_s}, {poll_interval_s}")
     api = api or default_api()
-    existing = _get(api, config)
-    if existing is None:
-        written = _call(
-            "create",
-            config,
-            lambda: api.create_namespaced_custom_object(
-                GROUP, VERSION, config.namespace, PLURAL, build_inferenceservice(config)
-            ),
-        )
-        action: Literal["created", "patched"] = "created"
-        canary = None
-        logger.info("created InferenceService %s/%s", config.namespace, config.name)
-    else:
-        written = _call(
-            "patch",
-            config,
-            lambda: api.patch_namespaced_custom_object(
-                GROUP, VERSION, config.namespace, PLURAL, config.name, canary_patch(config)
-            ),
-        )
-        action, canary = "patched", config.canary_traffic_percent
-        logger.info(
-            "patched InferenceService %s/%s: new revision gets %d%% of traffic",
-            config.namespace,
-            config.name,
-            canary,
-        )
-    generation = written.get("metadata", {}).get("generation")
+    written, action, canary = _create_or_patch(api, config)
     status = wait_ready(
         api=api,
         name=config.name,
         namespace=config.namespace,
-        generation=generation,
+        generation=written.get("metadata", {}).get("generation"),
         timeout_s=timeout_s,
         poll_interval_s=poll_interval_s,
         clock=clock,
@@ -306,6 +279,40 @@ def deploy(
         canary_traffic_percent=canary,
         status=status,
     )
+
+
+def _create_or_patch(
+    api: CustomObjectsApi, config: DeployConfig
+) -> tuple[dict[str, Any], Literal["created", "patched"], int | None]:
+    """Create the service, or patch the existing one so its new revision gets the canary share.
+
+    Returns:
+        (the object the API wrote, what was done, the new revision's traffic percent or None for all).
+    """
+    if _get(api, config) is None:
+        written = _call(
+            "create",
+            config,
+            lambda: api.create_namespaced_custom_object(
+                GROUP, VERSION, config.namespace, PLURAL, build_inferenceservice(config)
+            ),
+        )
+        logger.info("created InferenceService %s/%s", config.namespace, config.name)
+        return written, "created", None
+    written = _call(
+        "patch",
+        config,
+        lambda: api.patch_namespaced_custom_object(
+            GROUP, VERSION, config.namespace, PLURAL, config.name, canary_patch(config)
+        ),
+    )
+    logger.info(
+        "patched InferenceService %s/%s: new revision gets %d%% of traffic",
+        config.namespace,
+        config.name,
+        config.canary_traffic_percent,
+    )
+    return written, "patched", config.canary_traffic_percent
 
 
 def wait_ready(

@@ -8,7 +8,7 @@ Two rules, both must hold:
 
 "Same data" means the same split name, the same number of samples, the same labelled counts
 per compared task, and the same dataset: the evaluation dataset's manifest sha256 when
-`metrics.json` records one (`dataset_manifest_sha256` at top level), else the training dataset's
+`metrics.json` records one (`model.evaluated_dataset_manifest_sha256`), else the training dataset's
 (`model.dataset_manifest_sha256`, whose test split is then the same rows). When they differ
 the numbers are not comparable (a new dataset version moves the test set), so the gate says so
 and, by default (`on_mismatch="thresholds_only"`), decides on thresholds alone; pass
@@ -18,23 +18,20 @@ candidate's data.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-from fer_model.errors import ConfigError, DataError
+from fer_model.artifact_files import EvaluationMetrics
+from fer_model.errors import ConfigError
 from fer_model.tasks import TASK_NAMES
 
 logger = logging.getLogger(__name__)
 
 #: Per-task metrics in metrics.json the gate knows how to threshold (higher is better for all).
 GATE_METRICS: tuple[str, ...] = ("accuracy", "macro_f1")
-
-METRICS_FILE = "metrics.json"
 
 OnMismatch = Literal["thresholds_only", "block"]
 
@@ -53,13 +50,12 @@ def parse_metric_key(key: str) -> tuple[str, str]:
     raise ConfigError(f"unknown gate metric {key!r}; expected `<task>_<metric>`, one of {expected}")
 
 
-def metric_value(metrics: dict[str, Any], key: str) -> float | None:
-    """The value of `<task>_<metric>` in a metrics.json dict; None when absent or not a number."""
-    task, metric = parse_metric_key(key)
-    value = metrics.get("tasks", {}).get(task, {}).get(metric)
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        return None
-    return float(value)
+def metric_value(metrics: EvaluationMetrics, key: str) -> float | None:
+    """The value of `<task>_<metric>` in metrics.json; None when the task or its value is absent."""
+    task_name, metric = parse_metric_key(key)
+    task = metrics.task(task_name)
+    value = None if task is None else getattr(task, metric)
+    return None if value is None or math.isnan(value) else float(value)
 
 
 @dataclass(frozen=True)
@@ -89,31 +85,100 @@ class GateDecision:
         return {"deploy": self.deploy, "reasons": list(self.reasons), "numbers": self.numbers}
 
 
-def evaluation_identity(metrics: dict[str, Any], *, keys: list[str]) -> dict[str, Any]:
+def evaluation_identity(metrics: EvaluationMetrics, *, keys: list[str]) -> dict[str, Any]:
     """What identifies the data a metrics.json was computed on (see the module docstring)."""
-    dataset = metrics.get("dataset_manifest_sha256") or metrics.get("model", {}).get("dataset_manifest_sha256")
+    dataset = metrics.model.evaluated_dataset_manifest_sha256 or metrics.model.dataset_manifest_sha256
     identity: dict[str, Any] = {
-        "split": metrics.get("split"),
-        "num_samples": metrics.get("num_samples"),
+        "split": metrics.split,
+        "num_samples": metrics.num_samples,
         "dataset_manifest_sha256": dataset,
     }
-    for task in sorted({parse_metric_key(k)[0] for k in keys}):
-        identity[f"{task}.n_labelled"] = metrics.get("tasks", {}).get(task, {}).get("n_labelled")
+    for name in sorted({parse_metric_key(k)[0] for k in keys}):
+        task = metrics.task(name)
+        identity[f"{name}.n_labelled"] = None if task is None else task.n_labelled
     return identity
+
+
+def _check_options(candidate: Any, thresholds: dict[str, float], tolerance: float, on_mismatch: str) -> list[str]:
+    """The threshold keys, sorted, once every argument of `decide` is known to be usable."""
+    if not thresholds:
+        raise ConfigError("`thresholds` is empty; pass at least one, e.g. {'emotion_accuracy': 0.5}")
+    if not 0.0 <= tolerance <= 1.0:
+        raise ConfigError(f"`tolerance` must be in [0, 1], got {tolerance}")
+    if on_mismatch not in ("thresholds_only", "block"):
+        raise ConfigError(f"`on_mismatch` must be 'thresholds_only' or 'block', got {on_mismatch!r}")
+    if not isinstance(candidate, EvaluationMetrics):
+        raise ConfigError(f"`candidate` must be EvaluationMetrics (read it with `load_metrics`), "
+                          f"got {type(candidate).__name__}")
+    keys = sorted(thresholds)
+    for key in keys:
+        parse_metric_key(key)
+        value = thresholds[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+            raise ConfigError(f"threshold {key!r} must be a number in [0, 1], got {value!r}")
+    return keys
+
+
+def _check_thresholds(
+    values: dict[str, float | None], thresholds: dict[str, float], reasons: list[str]
+) -> bool:
+    """Rule 1: append one reason per threshold; True when the candidate meets all of them."""
+    passed = True
+    for key, value in values.items():
+        minimum = float(thresholds[key])
+        if value is None:
+            passed = False
+            reasons.append(f"FAIL {key}: the candidate's metrics.json has no value for it")
+        elif value < minimum:
+            passed = False
+            reasons.append(f"FAIL {key}: candidate {value:.4f} < threshold {minimum:.4f}")
+        else:
+            reasons.append(f"ok {key}: candidate {value:.4f} >= threshold {minimum:.4f}")
+    return passed
+
+
+def _data_differences(candidate: EvaluationMetrics, serving: EvaluationMetrics, keys: list[str]) -> list[str]:
+    """How the two evaluations' data differ; empty when their numbers are comparable."""
+    cand_id = evaluation_identity(candidate, keys=keys)
+    serve_id = evaluation_identity(serving, keys=keys)
+    diffs = [f"{k} {serve_id[k]!r} vs {cand_id[k]!r}" for k in cand_id if cand_id[k] != serve_id[k]]
+    if cand_id["dataset_manifest_sha256"] is None or serve_id["dataset_manifest_sha256"] is None:
+        diffs.append("a dataset_manifest_sha256 is missing, so sameness cannot be shown")
+    return diffs
+
+
+def _compare_with_serving(
+    cand_numbers: dict[str, float | None], serve_numbers: dict[str, float | None], tolerance: float,
+    reasons: list[str],
+) -> bool:
+    """Rule 2 on comparable data: append one reason per metric; True when none is worse than serving."""
+    passed = True
+    for key, cand in cand_numbers.items():
+        serv = serve_numbers[key]
+        if serv is None:
+            reasons.append(f"ok {key}: the serving metrics have no value for it; not compared")
+        elif cand is None:
+            continue  # already failed on thresholds
+        elif cand < serv - tolerance:
+            passed = False
+            reasons.append(f"FAIL {key}: candidate {cand:.4f} is worse than serving {serv:.4f}")
+        else:
+            reasons.append(f"ok {key}: candidate {cand:.4f} is not worse than serving {serv:.4f}")
+    return passed
 
 
 def decide(
     *,
-    candidate: dict[str, Any],
+    candidate: EvaluationMetrics,
     thresholds: dict[str, float],
-    serving: dict[str, Any] | None = None,
+    serving: EvaluationMetrics | None = None,
     tolerance: float = 0.0,
     on_mismatch: OnMismatch = "thresholds_only",
 ) -> GateDecision:
     """Decide whether `candidate` may be deployed.
 
     Args:
-        candidate: The candidate's metrics.json, as a dict.
+        candidate: The candidate's metrics.json.
         thresholds: Minimum values, keyed `<task>_<metric>` (e.g. `{"emotion_accuracy": 0.5}`).
             The same keys are the ones compared against the serving model.
         serving: metrics.json of the model serving now, or None when nothing serves.
@@ -127,35 +192,10 @@ def decide(
     Raises:
         ConfigError: no thresholds, an unknown key, a threshold outside [0, 1], or a bad option.
     """
-    if not thresholds:
-        raise ConfigError("`thresholds` is empty; pass at least one, e.g. {'emotion_accuracy': 0.5}")
-    if not 0.0 <= tolerance <= 1.0:
-        raise ConfigError(f"`tolerance` must be in [0, 1], got {tolerance}")
-    if on_mismatch not in ("thresholds_only", "block"):
-        raise ConfigError(f"`on_mismatch` must be 'thresholds_only' or 'block', got {on_mismatch!r}")
-    if not isinstance(candidate, dict):
-        raise ConfigError(f"`candidate` must be a metrics.json dict, got {type(candidate).__name__}")
-    keys = sorted(thresholds)
-    for key in keys:
-        parse_metric_key(key)
-        value = thresholds[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-            raise ConfigError(f"threshold {key!r} must be a number in [0, 1], got {value!r}")
-
+    keys = _check_options(candidate, thresholds, tolerance, on_mismatch)
     reasons: list[str] = []
-    passed = True
     cand_numbers = {k: metric_value(candidate, k) for k in keys}
-    for key in keys:
-        value, minimum = cand_numbers[key], float(thresholds[key])
-        if value is None:
-            passed = False
-            reasons.append(f"FAIL {key}: the candidate's metrics.json has no value for it")
-        elif value < minimum:
-            passed = False
-            reasons.append(f"FAIL {key}: candidate {value:.4f} < threshold {minimum:.4f}")
-        else:
-            reasons.append(f"ok {key}: candidate {value:.4f} >= threshold {minimum:.4f}")
-
+    passed = _check_thresholds(cand_numbers, thresholds, reasons)
     numbers: dict[str, Any] = {
         "candidate": cand_numbers,
         "serving": None,
@@ -168,60 +208,31 @@ def decide(
     else:
         serve_numbers = {k: metric_value(serving, k) for k in keys}
         numbers["serving"] = serve_numbers
-        cand_id = evaluation_identity(candidate, keys=keys)
-        serve_id = evaluation_identity(serving, keys=keys)
-        diffs = [f"{k} {serve_id[k]!r} vs {cand_id[k]!r}" for k in cand_id if cand_id[k] != serve_id[k]]
-        unknown = cand_id["dataset_manifest_sha256"] is None or serve_id["dataset_manifest_sha256"] is None
-        if unknown:
-            diffs.append("a dataset_manifest_sha256 is missing, so sameness cannot be shown")
+        diffs = _data_differences(candidate, serving, keys)
         numbers["comparable"] = not diffs
-        if diffs:
-            reasons.append(
-                "serving metrics were computed on other data (serving vs candidate: "
-                + "; ".join(diffs)
-                + "): not compared"
-            )
+        if not diffs:
+            passed = _compare_with_serving(cand_numbers, serve_numbers, tolerance, reasons) and passed
+        else:
+            reasons.append(f"serving metrics were computed on other data (serving vs candidate: {'; '.join(diffs)}): "
+                           "not compared")
             if on_mismatch == "block":
                 passed = False
                 reasons.append("FAIL on_mismatch='block': re-evaluate the serving model on the candidate's test split")
-        else:
-            for key in keys:
-                cand, serv = cand_numbers[key], serve_numbers[key]
-                if serv is None:
-                    reasons.append(f"ok {key}: the serving metrics have no value for it; not compared")
-                elif cand is None:
-                    continue  # already failed on thresholds
-                elif cand < serv - tolerance:
-                    passed = False
-                    reasons.append(f"FAIL {key}: candidate {cand:.4f} is worse than serving {serv:.4f}")
-                else:
-                    reasons.append(f"ok {key}: candidate {cand:.4f} is not worse than serving {serv:.4f}")
     decision = GateDecision(deploy=passed, reasons=tuple(reasons), numbers=numbers)
     logger.info("gate: %s (%s)", "deploy" if passed else "do not deploy", "; ".join(reasons))
     return decision
 
 
-def load_metrics(path: str | os.PathLike[str]) -> dict[str, Any]:
+def load_metrics(path: str | os.PathLike[str]) -> EvaluationMetrics:
     """Read metrics.json from a file, a folder holding it, or a gs:// URI of either.
 
     Raises:
-        DataError: nothing there, or the file is not a JSON object.
+        ArtifactError: nothing there, or the file is not JSON or not the metrics.json schema.
         StorageError: a gs:// location cannot be read.
     """
     text = str(path)
     if text.startswith("gs://"):
         from fer_model.storage import local_source  # google-cloud-storage is only needed for gs://
 
-        local = local_source(text)
-    else:
-        local = Path(text.removeprefix("file://")).expanduser()
-    target = local / METRICS_FILE if local.is_dir() else local
-    if not target.is_file():
-        raise DataError(f"no metrics.json at {text!r} (looked for {str(target)!r}); pass the file or its folder")
-    try:
-        data = json.loads(target.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{str(target)!r} is not valid JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise DataError(f"{str(target)!r} must hold a JSON object, got {type(data).__name__}")
-    return data
+        return EvaluationMetrics.read(local_source(text))
+    return EvaluationMetrics.read(os.path.expanduser(text.removeprefix("file://")))
