@@ -37,6 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-pixels", type=int, default=16_000_000, help="largest image, width x height (default: 16000000)"
     )
     parser.add_argument("--max-faces", type=int, default=16, help="most faces kept per image (default: 16)")
+    parser.add_argument(
+        "--page", action=argparse.BooleanOptionalAction, default=True,
+        help="serve the try-it web page at GET / (default: on; the InferenceService passes --no-page)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -65,5 +69,6 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         grpc_port=args.grpc_port,
         limits=limits,
+        page=args.page,
     )
     return 0
