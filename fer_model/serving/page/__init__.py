@@ -1,8 +1,8 @@
 """The try-it page: one HTML file, a script and a style sheet, served by the predictor itself.
 
 No build step and no CDN: every asset is a file in this package, so the page works offline. The page
-posts the picked photo (or a webcam snapshot) as a raw image body to the V1 endpoint and draws each
-face's box and answers; it holds no logic the endpoint does not already have.
+posts the picked photo (or a webcam snapshot) to the V1 endpoint (`{"instances": [{"b64": ...}]}`) and
+draws each face's box and answers; it holds no logic the endpoint does not already have.
 
 `add_page_routes` is the only entry point: it puts `GET /` and the page's assets in front of the app's
 routes. The assets are a fixed table (no path from the request reaches the file system), served with

@@ -62,13 +62,24 @@
     return `The server refused the image (HTTP ${response.status}): ${reason}`;
   }
 
+  // The file's bytes as base64 (a data: URL without its "data:<type>;base64," head).
+  function base64(blob) {
+    return new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(String(reader.result).slice(String(reader.result).indexOf(",") + 1));
+      reader.onerror = () => reject(new Error(`Cannot read the file: ${reader.error}`));
+      reader.readAsDataURL(blob);
+    });
+  }
+
   async function predict(blob) {
     const name = await model();
-    // A raw body with a non-JSON content type is one image for the V1 endpoint (docs/serving.md).
+    // Base64 in JSON, whatever the file is: the server then names the problem of a file that is not
+    // an image ("not a recognised image format"); a raw body would depend on the file's content type.
     const response = await fetch(`/v1/models/${encodeURIComponent(name)}:predict`, {
       method: "POST",
-      headers: { "Content-Type": "application/octet-stream" },
-      body: blob,
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ instances: [{ b64: await base64(blob) }] }),
     });
     if (!response.ok) throw new Error(await refusal(response));
     const body = await response.json();
@@ -194,7 +205,7 @@
 
   async function startCamera() {
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-      showError("This browser gives no webcam access to this page (it needs http://127.0.0.1 or https).");
+      showError("This browser gives this page no webcam access (it needs the page served from 127.0.0.1, localhost or over HTTPS).");
       return;
     }
     try {
