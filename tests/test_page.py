@@ -85,3 +85,23 @@ def test_the_page_shows_the_model_cards_limitation() -> None:
     html = asset_bytes("index.html").decode()
     shown = re.search(r'<p class="limitation" id="limitation">(.*?)</p>', html, re.S).group(1)
     assert " ".join(re.sub(r"</?strong>", "", shown).split()) == card
+
+
+def _luminance(colour: str) -> float:
+    """WCAG relative luminance of #rrggbb."""
+    channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+@pytest.mark.parametrize(
+    ("ink", "background"),
+    [("--ink", "--paper"), ("--muted", "--paper"), ("--warn-ink", "--warn-bg"), ("--error-ink", "--error-bg"),
+     ("#fff", "--accent"), ("#fff", "--error-ink"), ("#000", "--box")],
+)  # fmt: skip
+def test_text_colours_meet_wcag_aa_contrast(ink: str, background: str) -> None:
+    css = asset_bytes("style.css").decode()
+    variables = dict(re.findall(r"(--[a-z-]+):\s*(#[0-9a-f]{6});", css))
+    expand = {"#fff": "#ffffff", "#000": "#000000"}
+    light, dark = sorted((_luminance(variables.get(c) or expand[c]) for c in (ink, background)), reverse=True)
+    assert (light + 0.05) / (dark + 0.05) >= 4.5
