@@ -237,6 +237,19 @@ def test_photo_answers_are_drawn_as_the_server_gives_them(page: Any, server: Ser
         _save_screenshot(page, ROOT / "docs" / "page.png")
 
 
+def test_a_picture_the_browser_cannot_show_still_gets_its_answers(page: Any, server: Server, astronaut: Path,
+                                                                   tmp_path: Path) -> None:
+    from PIL import Image
+
+    tiff = tmp_path / "astronaut.tiff"  # the server reads TIFF; Chromium cannot display it
+    Image.open(astronaut).save(tiff, format="TIFF", compression="tiff_deflate")  # under the 1 MiB body limit
+    assert _upload(page, tiff) == "done", page.find_element("id", "error").text
+    assert page.find_element("id", "status").text == "1 face found. This browser cannot display the picture itself."
+    ((face,), (seen,)) = _server_answer(server, tiff), _shown(page)
+    assert {t: v["label"] for t, v in seen["tasks"].items()} == {t: v["label"] for t, v in face["predictions"].items()}
+    assert not page.find_element("id", "stage").is_displayed()
+
+
 @pytest.mark.parametrize(
     ("name", "content", "status"),
     [("notes.txt", b"this is not a photo\n", 400), ("huge.jpg", b"\xff\xd8\xff" + b"\0" * (MAX_BODY_MB << 20), 413)],

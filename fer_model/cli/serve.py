@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "serve",
         help="serve a model artifact over HTTP (KServe V1 and V2 protocols)",
         description=(
-            "Serves /v1/models/NAME:predict, /v2/models/NAME/infer, health and readiness, and /metrics. "
+            "Serves /v1/models/NAME:predict, /v2/models/NAME/infer, health and readiness, /metrics, "
+            "and a try-it page at / (--no-page turns it off). "
             "Binds 127.0.0.1 by default; in a container pass --host 0.0.0.0. See docs/serving.md."
         ),
     )

@@ -164,9 +164,16 @@
     try {
       const found = await predict(file);
       photo.src = photoUrl;
-      await photo.decode();
-      photo.hidden = false;
       camera.hidden = true;
+      try {
+        await photo.decode();
+      } catch (_) {
+        // The server reads formats some browsers cannot show (TIFF, ...): list the answers anyway.
+        faces.replaceChildren(...found.map(faceCard));
+        setState("done", `${summary(found)} This browser cannot display the picture itself.`);
+        return;
+      }
+      photo.hidden = false;
       stage.hidden = false;
       draw(found, photo.naturalWidth, photo.naturalHeight);
       setState("done", summary(found));
