@@ -22,6 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
     parser.add_argument("--model", default=None, help="model artifact folder (default: the shipped pretrained model)")
     parser.add_argument("--max-faces", type=int, default=None, help="at most this many faces per image, largest first")
+    parser.add_argument(
+        "--annotate", default=None, metavar="OUT",
+        help="also write the image with boxes and labels drawn to OUT (.jpg, .png, ...); one IMAGE only",
+    )
     parser.set_defaults(func=run)
 
 
@@ -39,6 +43,12 @@ def run(args: argparse.Namespace) -> int:
     """Read every image first (a typo fails before the model loads), then predict them in one batch."""
     if args.max_faces is not None and args.max_faces < 1:
         raise ConfigError(f"--max-faces must be >= 1, got {args.max_faces}")
+    if args.annotate is not None and len(args.images) != 1:
+        raise ConfigError(f"--annotate writes one picture: pass one IMAGE, got {len(args.images)} (run once per image)")
+    if args.annotate is not None:
+        from fer_model.annotate import check_output
+
+        check_output(args.annotate)
     from fer_model.images import decode_image
 
     # Decode here rather than in Predictor so an error names the file, not its position.
@@ -57,5 +67,9 @@ def run(args: argparse.Namespace) -> int:
         {"image": path, "faces": [f.to_dict() for f in faces]}
         for path, faces in zip(args.images, results, strict=True)
     ]
+    if args.annotate is not None:
+        from fer_model.annotate import write_annotated
+
+        write_annotated(args.annotate, arrays[0], results[0])
     print(json.dumps(out, indent=2))
     return 0

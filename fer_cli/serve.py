@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "serve",
         help="serve a model artifact over HTTP (KServe V1 and V2 protocols)",
         description=(
-            "Serves /v1/models/NAME:predict, /v2/models/NAME/infer, health and readiness, and /metrics. "
+            "Serves /v1/models/NAME:predict, /v2/models/NAME/infer, health and readiness, /metrics, "
+            "and a try-it page at / (--no-page turns it off). "
             "Binds 127.0.0.1 by default; in a container pass --host 0.0.0.0. See docs/serving.md."
         ),
     )
@@ -37,6 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-pixels", type=int, default=16_000_000, help="largest image, width x height (default: 16000000)"
     )
     parser.add_argument("--max-faces", type=int, default=16, help="most faces kept per image (default: 16)")
+    parser.add_argument(
+        "--page", action=argparse.BooleanOptionalAction, default=True,
+        help="serve the try-it web page at GET / (default: on; the InferenceService passes --no-page)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -65,5 +70,6 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         grpc_port=args.grpc_port,
         limits=limits,
+        page=args.page,
     )
     return 0

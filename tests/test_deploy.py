@@ -315,7 +315,7 @@ def test_spec_runs_our_server_on_the_mounted_artifact() -> None:
     assert container["name"] == "kserve-container"
     assert container["command"] + container["args"] == [
         "fer-mtl", "serve", "--model", "/mnt/models", "--name", "fer-mtl",
-        "--host", "0.0.0.0", "--port", "8080", "--max-images", "4",
+        "--host", "0.0.0.0", "--port", "8080", "--no-page", "--max-images", "4",
     ]  # fmt: skip
     assert container["resources"] == Resources().to_k8s()
     assert canary_patch(_config())["spec"]["predictor"]["canaryTrafficPercent"] == 20

@@ -166,3 +166,23 @@ def test_real_sample_overlay_includes_serving(isvc_validator: Any) -> None:
     docs = _kustomize(SAMPLE)
     names = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert {("InferenceService", "fer-mtl"), ("Role", "fer-mtl-deployer"), ("InferenceService", "fer-mtl-tf")} <= names
+
+
+def _page_on(args: list[str]) -> bool:
+    """What `fer-mtl serve` makes of these args: the page is on unless the last page flag is --no-page."""
+    from fer_model.cli import build_parser
+
+    return build_parser().parse_args(["serve", *args]).page
+
+
+def test_the_page_is_off_on_a_cluster_unless_asked_for(tmp_path: Path) -> None:
+    (base,) = _docs(BASE / "inferenceservice.yaml")
+    assert not _page_on(base["spec"]["predictor"]["containers"][0]["args"])
+    built = build_inferenceservice(DeployConfig(image="img:1", storage_uri="gs://b/m"))
+    assert not _page_on(built["spec"]["predictor"]["containers"][0]["args"])
+    opted_in = build_inferenceservice(DeployConfig(image="img:1", storage_uri="gs://b/m", server_args=("--page",)))
+    assert _page_on(opted_in["spec"]["predictor"]["containers"][0]["args"])
+    assert _page_on([])  # a local `fer-mtl serve` shows it
+    if shutil.which("kustomize") or shutil.which("kubectl"):
+        sample = next(d for d in _build_sample(tmp_path) if d["metadata"]["name"] == "fer-mtl")
+        assert not _page_on(sample["spec"]["predictor"]["containers"][0]["args"])

@@ -174,6 +174,8 @@ def build_inferenceservice(config: DeployConfig) -> dict[str, Any]:
             "0.0.0.0",
             "--port",
             str(SERVING_PORT),
+            # The try-it page stays off on a cluster; `server_args=["--page"]` turns it on (last flag wins).
+            "--no-page",
             *config.server_args,
         ],
         "env": [{"name": "STORAGE_URI", "value": config.storage_uri}],

@@ -14,6 +14,9 @@ FastAPI's multi-line 422 for malformed V2 JSON is turned into the same one-line 
 Networking: kserve's RESTServer binds 0.0.0.0 unconditionally and ModelServer starts gRPC on 8081
 unless told otherwise. `serve()` binds the host it is given (127.0.0.1 unless the container asks
 for 0.0.0.0) and starts gRPC only when a gRPC port is passed.
+
+The try-it page (fer_model/serving/page) is served at `GET /` when `page=True`; `_add_routes` is the
+one place that puts it on the app.
 """
 
 from __future__ import annotations
@@ -171,10 +174,11 @@ class _RESTServer(RESTServer):
     Picklable (it is the target of kserve's worker processes), so it keeps only plain settings.
     """
 
-    def __init__(self, *args: Any, host: str, max_body_bytes: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, host: str, max_body_bytes: int, page: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.config.host = host
         self.max_body_bytes = max_body_bytes
+        self.page = page
 
     def run(self, sockets: list[Any] | None = None) -> None:
         """A worker process's entry: load the models it received unloaded, then serve."""
@@ -196,15 +200,25 @@ class _RESTServer(RESTServer):
             max_body_bytes=self.max_body_bytes,
             on_reject=lambda reason: REJECTED.labels(reason=reason).inc(),
         )
+        _add_routes(app, page=self.page)
+
+
+def _add_routes(app: Any, *, page: bool) -> None:
+    """Our routes beside kserve's: the try-it page when asked for."""
+    if page:
+        from fer_model.serving.page import add_page_routes
+
+        add_page_routes(app)
 
 
 class _ModelServer(kserve.ModelServer):
     """ModelServer whose REST server binds `host` and whose gRPC server runs only when asked."""
 
-    def __init__(self, *, host: str, max_body_bytes: int, **kwargs: Any) -> None:
+    def __init__(self, *, host: str, max_body_bytes: int, page: bool, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.host = host
         self.max_body_bytes = max_body_bytes
+        self.page = page
 
     def start(self, models: list[Any]) -> None:
         # Same steps as kserve.ModelServer.start, with our REST server in place of kserve's.
@@ -221,6 +235,7 @@ class _ModelServer(kserve.ModelServer):
             timeout_keep_alive=self.timeout_keep_alive,
             host=self.host,
             max_body_bytes=self.max_body_bytes,
+            page=self.page,
         )
         if self.workers > 1:
             self._rest_multiprocess_server = RESTServerMultiProcess(
@@ -264,6 +279,7 @@ def serve(
     workers: int = 1,
     grpc_port: int | None = None,
     limits: RequestLimits | None = None,
+    page: bool = True,
 ) -> None:
     """Load the model and serve it until SIGTERM / SIGINT.
 
@@ -275,6 +291,8 @@ def serve(
         workers: HTTP worker processes; each loads its own copy of the model (~700 MB with TensorFlow).
         grpc_port: Start kserve's gRPC server on this port; None (default) starts none.
         limits: Request limits (RequestLimits() when None).
+        page: Serve the try-it page at `GET /` (off in the InferenceService: a page on a production
+            predictor is a choice, not a default).
 
     Raises:
         ConfigError: a bad port, worker count or name.
@@ -295,6 +313,7 @@ def serve(
     server = _ModelServer(
         host=host,
         max_body_bytes=limits.max_body_bytes,
+        page=page,
         http_port=port,
         grpc_port=grpc_port or 8081,
         enable_grpc=grpc_port is not None,
@@ -302,6 +321,7 @@ def serve(
         # Per-request latency lines at INFO would drown the log at load; /metrics has the histograms.
         enable_latency_logging=False,
     )
-    logger.info("serving %s on http://%s:%d (gRPC %s)", name, host, port, grpc_port or "off")
+    logger.info("serving %s on http://%s:%d (gRPC %s, page %s)", name, host, port, grpc_port or "off",
+                "on" if page else "off")
     server.start([model])
 
