@@ -114,7 +114,7 @@ def _astronaut_jpeg(path: Path) -> np.ndarray:
 def test_predict_cli_writes_the_annotated_photo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from PIL import Image
 
-    from fer_model.cli import main
+    from fer_cli import main
 
     photo = tmp_path / "astronaut.jpg"
     decoded = _astronaut_jpeg(photo)
@@ -139,7 +139,7 @@ def test_predict_cli_writes_the_annotated_photo(tmp_path: Path, capsys: pytest.C
 def test_predict_cli_refuses_before_loading_the_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], images: list[str], out: str, reason: str
 ) -> None:
-    from fer_model.cli import main
+    from fer_cli import main
 
     assert main(["predict", *images, "--annotate", str(tmp_path / out)]) != 0
     assert reason in capsys.readouterr().err

@@ -170,7 +170,7 @@ def test_real_sample_overlay_includes_serving(isvc_validator: Any) -> None:
 
 def _page_on(args: list[str]) -> bool:
     """What `fer-mtl serve` makes of these args: the page is on unless the last page flag is --no-page."""
-    from fer_model.cli import build_parser
+    from fer_cli import build_parser
 
     return build_parser().parse_args(["serve", *args]).page
 

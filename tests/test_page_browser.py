@@ -76,7 +76,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         _skip_or_fail(reason)
     port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    cmd = [sys.executable, "-m", "fer_model.cli", "serve", "--port", str(port), "--max-body-mb", str(MAX_BODY_MB)]
+    cmd = [sys.executable, "-m", "fer_cli", "serve", "--port", str(port), "--max-body-mb", str(MAX_BODY_MB)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     with log.open("wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
