@@ -38,6 +38,7 @@ from fer_model.tuning import (
 )
 from fer_model.tuning._storage import open_storage, redact, storage_kind
 from fer_model.tuning.objective import epoch_value, trial_train_config
+from tests._kustomize import kustomize_build
 
 
 @dataclass(frozen=True)
@@ -573,13 +574,8 @@ def test_postgres_manifest_is_valid_and_holds_no_password():
 def test_documented_secret_generator_fills_the_password(tmp_path):
     import base64
     import shutil
-    import subprocess
 
-    import yaml
 
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl (for `kubectl kustomize`) is not installed")
     (tmp_path / "base").mkdir()
     shutil.copy(_MANIFEST, tmp_path / "base" / "tuning-postgres.yaml")
     (tmp_path / "base" / "kustomization.yaml").write_text("resources: [tuning-postgres.yaml]\n")
@@ -589,9 +585,7 @@ def test_documented_secret_generator_fills_the_password(tmp_path):
     (tmp_path / "env" / "kustomization.yaml").write_text(
         "resources: [../base]\nsecretGenerator:\n  - name: fer-mtl-tuning-postgres\n    behavior: merge\n"
         "    files: [password=tuning-postgres.password]\n    options: {disableNameSuffixHash: true}\n")
-    out = subprocess.run([kubectl, "kustomize", str(tmp_path / "env")], capture_output=True, text=True,
-                         timeout=60, check=True)
-    (secret,) = [d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "Secret"]
+    (secret,) = [d for d in kustomize_build(tmp_path / "env") if d["kind"] == "Secret"]
     assert {k: base64.b64decode(v).decode() for k, v in secret["data"].items()} == {
         "username": "optuna", "database": "optuna", "password": "0123abcd"}
 
