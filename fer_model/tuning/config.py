@@ -106,7 +106,7 @@ class TuneConfig:
             (sample, task) pair of the model's tasks (`weighted_mean`: each task weighted by its
             number of labelled validation samples).
         pruner: Stop unpromising trials early on the per-epoch objective ("none" to disable).
-        seed: TPE seed; worker `i` uses `seed + i` so parallel workers sample different points.
+        seed: TPE seed; trial k samples with a seed derived from (seed, k), so no two trials share one.
         epochs: Training epochs per trial (overrides `TrainConfig.epochs`).
         timeout: Seconds after which a worker claims no new trial (None = no limit).
         pruner_startup_trials: Trials that finish before the median pruner prunes anything.
