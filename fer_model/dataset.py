@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from fer_model._atomic import atomic_folder
-from fer_model.errors import ArtifactError
+from fer_model.errors import ArtifactError, ConfigError
 from fer_model.records import SPLIT_CODES, SPLITS
 from fer_model.tasks import MISSING, TASK_NAMES, TASKS
 
@@ -61,7 +61,7 @@ class Dataset:
     def indices(self, split: str) -> np.ndarray:
         """Indices of the samples in `split` ("train", "validation" or "test")."""
         if split not in SPLIT_CODES:
-            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+            raise ConfigError(f"unknown split {split!r}; pass one of {', '.join(SPLITS)}")
         return np.flatnonzero(self.split == SPLIT_CODES[split])
 
     def subset(self, split: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fer_model.errors import ConfigError
+
 #: Label value meaning "this sample has no label for this task" (masked out of loss and metrics).
 MISSING = -1
 
@@ -49,11 +51,11 @@ _AGE_BIN_STARTS = (0, 4, 20, 40, 70)
 
 
 def get_task(name: str) -> Task:
-    """The task called `name`; raises KeyError listing the valid names."""
+    """The task called `name`; raises ConfigError listing the valid names."""
     try:
         return TASKS_BY_NAME[name]
     except KeyError:
-        raise KeyError(f"unknown task {name!r}; expected one of {TASK_NAMES}") from None
+        raise ConfigError(f"unknown task {name!r}; pass one of {', '.join(TASK_NAMES)}") from None
 
 
 def age_to_bin(age_years: int) -> int:

@@ -169,11 +169,7 @@ def _commands():
 
 
 def _argv(template, paths):
-    argv = [arg.format(**{k: str(v) for k, v in paths.items()}) for arg in template.split()]
-    # Cases for a command another module has not registered yet are skipped, not failed.
-    if argv[0] != "frobnicate" and argv[0] not in _commands():
-        pytest.skip(f"`fer-mtl {argv[0]}` is not registered")
-    return argv
+    return [arg.format(**{k: str(v) for k, v in paths.items()}) for arg in template.split()]
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import pytest
 
 from fer_model.dataset import load_dataset, write_dataset
 from fer_model.dataset_pack import pack_dataset, unpack_dataset
-from fer_model.errors import ArtifactError
+from fer_model.errors import ArtifactError, ConfigError
 from fer_model.tasks import MISSING, TASK_NAMES
 
 
@@ -109,3 +109,11 @@ def test_pack_round_trip(tmp_path, codec, lossless):
     else:
         assert figures["psnr_db"] > 30
         assert np.abs(back.images.astype(int) - images.astype(int)).mean() < 3
+
+
+def test_unknown_split_is_a_config_error_naming_the_valid_splits(tmp_path):
+    images, labels, split = _arrays()
+    ds = load_dataset(write_dataset(tmp_path / "ds", images=images, labels=labels, split=split))
+    assert ds.indices("test").tolist() == [9, 10, 11]
+    with pytest.raises(ConfigError, match=r"^unknown split 'valid'; pass one of train, validation, test$"):
+        ds.indices("valid")

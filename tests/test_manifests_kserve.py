@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import yaml
 
 from fer_model.release.crd_schema import SCHEMA_FILE, build_schema
 from fer_model.release.deploy import DeployConfig, build_inferenceservice, canary_patch
+from tests._kustomize import kustomize_build
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "manifests" / "base"
@@ -42,20 +42,6 @@ def _errors(validator: Any, doc: dict) -> list[str]:
 def test_vendored_schema_matches_the_installed_kserve_sdk() -> None:
     # Regenerate with `python -m fer_model.release.crd_schema > manifests/crds/...` after a kserve upgrade.
     assert json.loads((ROOT / SCHEMA_FILE).read_text()) == build_schema()
-
-
-def _kustomize(path: Path) -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    kustomize = shutil.which("kustomize")
-    if kustomize:
-        cmd = [kustomize, "build", str(path)]
-    elif kubectl:
-        cmd = [kubectl, "kustomize", str(path)]
-    else:
-        pytest.skip("neither kustomize nor kubectl is installed")
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
 def test_base_inferenceservice_is_valid(isvc_validator: Any) -> None:
@@ -130,7 +116,7 @@ def _build_sample(tmp_path: Path) -> list[dict[str, Any]]:
         shutil.copy(BASE / name, base / name)
     (base / "kustomization.yaml").write_text(yaml.safe_dump({"resources": list(OUR_BASE_FILES)}))
     shutil.copytree(SAMPLE, tmp_path / "manifests" / "overlays" / "sample")
-    return _kustomize(tmp_path / "manifests" / "overlays" / "sample")
+    return kustomize_build(tmp_path / "manifests" / "overlays" / "sample")
 
 
 def test_sample_overlay_builds_and_validates(tmp_path: Path, isvc_validator: Any) -> None:
@@ -158,12 +144,10 @@ def test_sample_overlay_builds_and_validates(tmp_path: Path, isvc_validator: Any
 
 
 def test_real_sample_overlay_includes_serving(isvc_validator: Any) -> None:
-    if not (BASE / "kustomization.yaml").is_file():
-        pytest.skip("manifests/base/kustomization.yaml is not written yet")
     base = yaml.safe_load((BASE / "kustomization.yaml").read_text())
     missing = [f for f in OUR_BASE_FILES if f not in (base.get("resources") or [])]
     assert not missing, f"manifests/base/kustomization.yaml must list {missing} in resources"
-    docs = _kustomize(SAMPLE)
+    docs = kustomize_build(SAMPLE)
     names = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert {("InferenceService", "fer-mtl"), ("Role", "fer-mtl-deployer"), ("InferenceService", "fer-mtl-tf")} <= names
 
@@ -183,6 +167,5 @@ def test_the_page_is_off_on_a_cluster_unless_asked_for(tmp_path: Path) -> None:
     opted_in = build_inferenceservice(DeployConfig(image="img:1", storage_uri="gs://b/m", server_args=("--page",)))
     assert _page_on(opted_in["spec"]["predictor"]["containers"][0]["args"])
     assert _page_on([])  # a local `fer-mtl serve` shows it
-    if shutil.which("kustomize") or shutil.which("kubectl"):
-        sample = next(d for d in _build_sample(tmp_path) if d["metadata"]["name"] == "fer-mtl")
-        assert not _page_on(sample["spec"]["predictor"]["containers"][0]["args"])
+    sample = next(d for d in _build_sample(tmp_path) if d["metadata"]["name"] == "fer-mtl")
+    assert not _page_on(sample["spec"]["predictor"]["containers"][0]["args"])

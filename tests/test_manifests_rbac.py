@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from tests._kustomize import kustomize_build
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "manifests" / "base"
@@ -94,13 +94,7 @@ def test_kustomization_lists_every_base_manifest() -> None:
 def test_base_builds_with_kustomize_and_validates() -> None:
     import kubernetes_validate
 
-    kubectl, kustomize = shutil.which("kubectl"), shutil.which("kustomize")
-    if not (kubectl or kustomize):
-        pytest.skip("neither kubectl nor kustomize is installed")
-    cmd = [kustomize, "build", str(BASE)] if kustomize else [kubectl, "kustomize", str(BASE)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    docs = [d for d in yaml.safe_load_all(done.stdout) if d]
+    docs = kustomize_build(BASE)
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert {("ServiceAccount", SA), ("RoleBinding", "fer-mtl-pipeline-deployer"), ("Role", "fer-mtl-deployer")} <= kinds
     for doc in docs:

@@ -1,6 +1,9 @@
-"""The pretrained model shipped in fer_model/pretrained/: it loads, its card matches it, it answers."""
+"""The pretrained model shipped in fer_model/pretrained/: it answers as its probe records, its metrics and
+card agree, it finds and reads a real face."""
 
+import hashlib
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -8,8 +11,11 @@ import pytest
 import skimage.data
 
 from fer_model.artifact_files import EvaluationMetrics
+from fer_model.errors import ArtifactError
+from fer_model.metrics import macro_f1
 from fer_model.model_artifact import read_model_config
 from fer_model.model_card import CARD_FILE, render_model_card
+from fer_model.model_probe import ProbeRecipe, check_probe, probe_faces, read_probe
 from fer_model.predict import PRETRAINED_DIR, Predictor
 from fer_model.tasks import TASK_NAMES
 
@@ -23,19 +29,66 @@ def test_shipped_files_are_a_complete_artifact():
     config = read_model_config(PRETRAINED_DIR)
     assert tuple(config.tasks) == TASK_NAMES
     assert (PRETRAINED_DIR / "model.keras").stat().st_size < 5 * 2**20  # a few MB, fit for a package
-    metrics = EvaluationMetrics.read(PRETRAINED_DIR)
-    # The metrics were computed on held-out data of the very dataset this model was trained on.
-    assert metrics.model.dataset_manifest_sha256 == config.dataset_manifest_sha256
-    assert metrics.model.dataset_matches is True
-    assert metrics.split == "test" and set(metrics.tasks) == set(TASK_NAMES)
+    assert read_probe(PRETRAINED_DIR)["faces"], "the shipped model needs its probe.json"
 
 
-def test_model_card_is_the_rendering_of_its_metrics_and_config():
+def test_shipped_model_answers_as_its_probe_records(shipped):
+    # Re-runs model.keras on the regenerated probe faces: a retrained or damaged model fails here.
+    check_probe(PRETRAINED_DIR)
+
+
+@pytest.fixture()
+def shipped_copy(tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(PRETRAINED_DIR, copy, ignore=shutil.ignore_patterns("saved_model"))
+    return copy
+
+
+def test_a_changed_model_fails_its_probe(shipped_copy, shipped):
+    import keras
+
+    model = keras.saving.load_model(shipped_copy / "model.keras", compile=False)
+    kernel, bias = model.get_layer("emotion").get_weights()
+    model.get_layer("emotion").set_weights([kernel, bias + np.linspace(0, 0.05, bias.size, dtype=bias.dtype)])
+    model.save(shipped_copy / "model.keras")
+    with pytest.raises(ArtifactError, match=r"does not answer as its probe.json records.*face 0 emotion "):
+        check_probe(shipped_copy)
+
+
+def test_a_corrupted_model_file_fails_its_probe(shipped_copy):
+    data = (shipped_copy / "model.keras").read_bytes()
+    (shipped_copy / "model.keras").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ArtifactError, match=r"model.keras cannot be loaded"):
+        check_probe(shipped_copy)
+
+
+def test_probe_faces_are_regenerated_bit_for_bit():
+    probe = read_probe(PRETRAINED_DIR)
+    recipe = ProbeRecipe(**{k: v for k, v in probe["recipe"].items() if k != "drawer"})
+    images, drawn = probe_faces(recipe)
+    assert images.shape == (recipe.n, recipe.size, recipe.size) and images.dtype == np.uint8
+    assert hashlib.sha256(images.tobytes()).hexdigest() == probe["inputs_sha256"]
+    assert drawn == [face["drawn"] for face in probe["faces"]]
+    assert probe_faces(ProbeRecipe(seed=recipe.seed + 1))[0].tobytes() != images.tobytes()
+
+
+def test_metrics_are_derived_from_their_confusion_matrices_and_the_card_shows_them():
+    metrics = json.loads((PRETRAINED_DIR / "metrics.json").read_text())
+    config = read_model_config(PRETRAINED_DIR)
+    typed = EvaluationMetrics.read(PRETRAINED_DIR)
+    # Scored on held-out data of the very dataset this model was trained on.
+    assert typed.model.dataset_manifest_sha256 == config.dataset_manifest_sha256
+    assert typed.model.dataset_matches is True
+    assert typed.split == "test" and set(typed.tasks) == set(TASK_NAMES)
     card = (PRETRAINED_DIR / CARD_FILE).read_text()
     assert card == render_model_card(PRETRAINED_DIR)
-    metrics = json.loads((PRETRAINED_DIR / "metrics.json").read_text())
     for task, m in metrics["tasks"].items():
-        assert f"| {task} | {100 * m['accuracy']:.2f}% |" in card
+        cm = np.array(m["confusion_matrix"])
+        assert m["classes"] == list(config.tasks[task]) and cm.shape == (len(m["classes"]),) * 2
+        assert int(cm.sum()) == m["n_labelled"]
+        assert m["accuracy"] == pytest.approx(np.trace(cm) / cm.sum(), abs=1e-12)
+        assert m["macro_f1"] == pytest.approx(macro_f1(cm), abs=1e-12)
+        assert f"| {task} | {100 * m['accuracy']:.2f}% | {100 * m['macro_f1']:.2f}% | {m['n_labelled']} |" in card
     assert "non-commercial" in card
 
 

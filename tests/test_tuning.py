@@ -11,6 +11,9 @@ import itertools
 import json
 import math
 import os
+import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +38,7 @@ from fer_model.tuning import (
 )
 from fer_model.tuning._storage import open_storage, redact, storage_kind
 from fer_model.tuning.objective import epoch_value, trial_train_config
+from tests._kustomize import kustomize_build
 
 
 @dataclass(frozen=True)
@@ -231,19 +235,85 @@ def test_rerun_resumes_the_same_study(tmp_path):
     assert more.n_trials == 5
 
 
-@pytest.mark.parametrize(("age_s", "runs"), [(0.0, 0), (600.0, 1)])
-def test_only_orphaned_waiting_trials_are_taken_over(tmp_path, age_s, runs):
+def test_a_queued_waiting_trial_is_run_even_when_the_study_is_full(tmp_path):
     import optuna
-
-    from fer_model.tuning.study import RESERVED_AT
 
     config = _config(tmp_path, n_trials=1)
     study = optuna.create_study(study_name="weights", storage=open_storage(config.storage), direction="maximize")
-    # Another worker's reservation: fresh (it is about to start it) or stale (that worker died).
-    study.enqueue_trial({}, user_attrs={RESERVED_AT: time.time() - age_s})
+    # A point queued by hand (or re-queued by PostgreSQL's heartbeat check): the study already holds
+    # n_trials = 1 trial, yet it must not end with that trial left WAITING.
+    queued = {f"loss_weight_{task}": 1.0 for task in TASK_NAMES}
+    study.enqueue_trial(queued)
     summary = run_study(dataset_dir=None, tune_config=config, trainer=FakeTrainer())
-    assert summary.trials_run == runs and summary.n_trials == 1  # never a second trial
-    assert _states(config) == (["COMPLETE"] if runs else ["WAITING"])
+    assert summary.trials_run == 1 and summary.n_trials == 1
+    (trial,) = load_study(storage=config.storage, study_name="weights").trials
+    assert trial.state.name == "COMPLETE" and trial.params == queued
+
+
+class _SignallingTrainer(FakeTrainer):
+    """A FakeTrainer that sets an event when a trial starts training."""
+
+    def __init__(self, started: threading.Event) -> None:
+        super().__init__()
+        object.__setattr__(self, "_started", started)
+
+    def __call__(self, **kwargs):
+        self._started.set()
+        return super().__call__(**kwargs)
+
+
+def test_a_rival_claim_between_count_and_create_cannot_strand_a_trial(tmp_path, monkeypatch):
+    # Replays, deterministically, the interleaving that once failed at random (issue 15): right after
+    # this worker's Optuna lists the WAITING trials (inside `ask`), a rival worker claims and starts
+    # a trial. With the old reserve-then-pop claiming the rival took this worker's reservation, this
+    # worker created a third trial outside the lock and the rival's reservation stayed WAITING. Now
+    # the rival must wait for the claim lock, and the study ends with exactly n trials, all run.
+    from optuna.storages.journal import JournalStorage
+    from optuna.trial import TrialState
+
+    config = _config(tmp_path, n_trials=2)
+    rival_started = threading.Event()
+    rival: list = []
+    list_trials = JournalStorage.get_all_trials
+
+    def get_all_trials(self, study_id, deepcopy=True, states=None):
+        trials = list_trials(self, study_id, deepcopy=deepcopy, states=states)
+        if states == (TrialState.WAITING,) and threading.current_thread() is threading.main_thread() and not rival:
+            thread = threading.Thread(target=lambda: rival.append(run_study(
+                dataset_dir=None, tune_config=config, trainer=_SignallingTrainer(rival_started), n_trials=1)))
+            rival.append(thread)
+            thread.start()
+            # Long enough for an unlocked rival to claim and start training; a locked-out one never does.
+            rival_started.wait(timeout=3)
+        return trials
+
+    monkeypatch.setattr(JournalStorage, "get_all_trials", get_all_trials)
+    mine = run_study(dataset_dir=None, tune_config=config, trainer=FakeTrainer(), n_trials=1)
+    rival[0].join(timeout=60)
+    assert [t.state.name for t in load_study(storage=config.storage, study_name="weights").trials] == [
+        "COMPLETE", "COMPLETE"]
+    assert mine.trials_run == 1 and rival[1].trials_run == 1
+
+
+def test_resuming_a_study_never_redraws_earlier_points(tmp_path):
+    # Issue 15: `--trials 3 --workers 2` then `--trials 4 --workers 1` gave trial 3 = trial 0's weights,
+    # because the resumed worker 0 was seeded like the first run's worker 0.
+    run_workers(workers=2, dataset_dir=None, tune_config=_config(tmp_path, n_trials=3), trainer=FakeTrainer())
+    run_workers(workers=1, dataset_dir=None, tune_config=_config(tmp_path, n_trials=4), trainer=FakeTrainer())
+    run_study(dataset_dir=None, tune_config=_config(tmp_path, n_trials=6), trainer=FakeTrainer(), worker_index=1)
+    points = [tuple(sorted(t.params.items())) for t in load_study(storage=str(tmp_path / "study.journal"),
+                                                                   study_name="weights").trials]
+    assert len(points) == 6 and len(set(points)) == 6
+
+
+def test_a_one_worker_study_is_reproducible_from_its_seed(tmp_path):
+    def points(folder: Path, seed: int) -> list:
+        run_study(dataset_dir=None, tune_config=_config(folder, n_trials=3, seed=seed), trainer=FakeTrainer())
+        return [t.params for t in load_study(storage=str(folder / "study.journal"), study_name="weights").trials]
+
+    first = points(tmp_path / "a", seed=0)
+    assert points(tmp_path / "b", seed=0) == first
+    assert points(tmp_path / "c", seed=1) != first
 
 
 def test_per_call_cap_limits_this_worker_only(tmp_path):
@@ -506,13 +576,8 @@ def test_postgres_manifest_is_valid_and_holds_no_password():
 def test_documented_secret_generator_fills_the_password(tmp_path):
     import base64
     import shutil
-    import subprocess
 
-    import yaml
 
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl (for `kubectl kustomize`) is not installed")
     (tmp_path / "base").mkdir()
     shutil.copy(_MANIFEST, tmp_path / "base" / "tuning-postgres.yaml")
     (tmp_path / "base" / "kustomization.yaml").write_text("resources: [tuning-postgres.yaml]\n")
@@ -522,9 +587,7 @@ def test_documented_secret_generator_fills_the_password(tmp_path):
     (tmp_path / "env" / "kustomization.yaml").write_text(
         "resources: [../base]\nsecretGenerator:\n  - name: fer-mtl-tuning-postgres\n    behavior: merge\n"
         "    files: [password=tuning-postgres.password]\n    options: {disableNameSuffixHash: true}\n")
-    out = subprocess.run([kubectl, "kustomize", str(tmp_path / "env")], capture_output=True, text=True,
-                         timeout=60, check=True)
-    (secret,) = [d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "Secret"]
+    (secret,) = [d for d in kustomize_build(tmp_path / "env") if d["kind"] == "Secret"]
     assert {k: base64.b64decode(v).decode() for k, v in secret["data"].items()} == {
         "username": "optuna", "database": "optuna", "password": "0123abcd"}
 
@@ -536,3 +599,89 @@ def test_orphaned_worker_claims_no_more_trials(tmp_path):
     assert orphan.trials_run == 0
     adopted = run_study(dataset_dir=None, tune_config=config, trainer=FakeTrainer(), parent_pid=os.getppid())
     assert adopted.trials_run == 4
+
+
+# --- faults: killed workers, shared storage -------------------------------------------------
+
+
+def _wait_for(predicate, *, what: str, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.1)
+
+
+def _spawn_python(code: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+
+
+def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_the_study_completes(tmp_path):
+    config = _config(tmp_path, n_trials=3)
+    worker = _spawn_python(
+        "from pathlib import Path\n"
+        "from tests.test_tuning import FakeTrainer, _config\n"
+        "from fer_model.tuning import run_study\n"
+        f"run_study(dataset_dir=None, tune_config=_config(Path({str(tmp_path)!r}), n_trials=3), "
+        "trainer=FakeTrainer(seconds_per_epoch=600))\n"
+    )
+
+
+    def first_trial_started() -> bool:
+        try:
+            trials = load_study(storage=config.storage, study_name="weights").trials
+        except ConfigError:  # the worker has not created the study yet
+            return False
+        return bool(trials) and trials[0].state.name == "RUNNING" and "owner" in trials[0].user_attrs
+
+    try:
+        _wait_for(first_trial_started, what="the worker's first trial to start")
+    finally:
+        worker.kill()
+        worker.wait()
+    summary = run_study(dataset_dir=None, tune_config=config, trainer=FakeTrainer())
+    trials = load_study(storage=config.storage, study_name="weights").trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[0].user_attrs["fail_reason"].startswith(f"WorkerDied: process {worker.pid} ")
+    assert (summary.trials_run, summary.n_trials) == (2, 3)
+
+
+def test_a_worker_killed_while_claiming_does_not_block_the_others(tmp_path):
+    config = _config(tmp_path, n_trials=2)
+    holder = _spawn_python(
+        "import time\n"
+        "from fer_model.tuning._storage import ClaimLock\n"
+        f"with ClaimLock({config.storage!r}, 'weights').hold():\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+    finally:
+        holder.kill()
+        holder.wait()
+    done: list = []
+    thread = threading.Thread(target=lambda: done.append(
+        run_study(dataset_dir=None, tune_config=config, trainer=FakeTrainer())), daemon=True)
+    thread.start()
+    thread.join(timeout=120)
+    assert done and done[0].trials_run == 2  # not stuck behind the dead holder's lock
+
+
+def test_two_studies_in_one_journal_never_mix(tmp_path):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    studies = {"a": 5, "b": 3}
+    jobs = [("a", 0), ("a", 1), ("b", 0)]
+    with ProcessPoolExecutor(max_workers=3, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_study, dataset_dir=None, worker_index=worker,
+                               tune_config=_config(tmp_path, study_name=name, n_trials=studies[name]),
+                               trainer=FakeTrainer(seconds_per_epoch=0.05)) for name, worker in jobs]
+        summaries = [f.result() for f in futures]
+    for name, n in studies.items():
+        trials = load_study(storage=str(tmp_path / "study.journal"), study_name=name).trials
+        assert [t.number for t in trials] == list(range(n)) and {t.state.name for t in trials} == {"COMPLETE"}
+        assert sum(s.trials_run for s, (job, _) in zip(summaries, jobs, strict=True) if job == name) == n
+    assert {s.study_name for s in summaries} == {"a", "b"}
+    assert all(s.n_trials == studies[s.study_name] for s in summaries)

@@ -7,7 +7,7 @@ history.json, result.json); MODEL_KERAS its model.keras; DATASET the dataset art
 (for GPU runs, the one the transport pack was made from). The model (trained under JAX or
 TensorFlow) is loaded under TensorFlow, its classes without a training label are silenced as `fit`
 does, it gets its SavedModel export, is scored on DATASET's test split (original pixels, not a lossy
-transport copy), and its model card is rendered.
+transport copy), its model card is rendered and its probe (fer_model/model_probe.py) recorded.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def main() -> None:
     from fer_model.model import silence_classes
     from fer_model.model_artifact import export_saved_model, read_model_config
     from fer_model.model_card import EXPERIMENT_FILE, write_model_card
+    from fer_model.model_probe import write_probe
     from fer_model.training import untrained_classes
 
     if args.out.exists():
@@ -66,6 +67,8 @@ def main() -> None:
     shutil.copy(evaluation / METRICS_FILE, args.out / METRICS_FILE)
     shutil.rmtree(evaluation)
     write_model_card(args.out)
+    # The model's answers on the regenerable probe faces, which tests/test_pretrained.py re-checks.
+    write_probe(args.out)
     print(json.dumps({t: m.accuracy for t, m in metrics.tasks.items()}))
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """Where a study lives: a journal file (processes on one disk) or PostgreSQL (pipeline pods).
 
 Also the *claim lock*: the short critical section in which a worker counts the study's trials and
-reserves the next one. Optuna's `MaxTrialsCallback` only checks after a trial ends, so N workers
+creates the next one. Optuna's `MaxTrialsCallback` only checks after a trial ends, so N workers
 can overshoot the target by up to N - 1; counting and reserving under one lock makes the total exact.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import re
@@ -113,10 +114,12 @@ def _advisory_key(study_name: str) -> int:
 
 
 class ClaimLock:
-    """A cross-process mutex per (storage, study), held only while a worker reserves its next trial.
+    """A cross-process mutex per (storage, study), held only while a worker claims its next trial.
 
-    Journal: a symlink lock file next to the journal (atomic on local disks and NFS, as Optuna's own
-    journal lock). PostgreSQL: a transaction-scoped advisory lock, released by commit or by the
+    Journal: `flock` on a lock file next to the journal. The kernel releases it when the holder dies,
+    even by SIGKILL, and a waiter sleeps instead of polling. (Optuna's symlink lock, used before,
+    polls without sleeping when the link's target does not exist, and a holder killed mid-claim left
+    every other worker spinning forever.) PostgreSQL: a transaction-scoped advisory lock, released by commit or by the
     server if the worker's connection dies, so a killed pod can never leave it held.
     """
 
@@ -135,14 +138,15 @@ class ClaimLock:
     def hold(self) -> Iterator[None]:
         """Hold the lock for the body of a `with` block."""
         if self._engine is None:
-            from optuna.storages.journal import JournalFileSymlinkLock
-
-            lock = JournalFileSymlinkLock(str(Path(self._storage).expanduser()) + ".claim")
-            lock.acquire()
+            path = Path(str(Path(self._storage).expanduser()) + ".claim")
             try:
+                handle = path.open("a")
+            except OSError as e:
+                raise StorageError(f"cannot open the claim lock file {path}: {e}") from e
+            with handle:
+                # Closing the file releases the lock.
+                fcntl.flock(handle, fcntl.LOCK_EX)
                 yield
-            finally:
-                lock.release()
             return
         import sqlalchemy
         import sqlalchemy.exc

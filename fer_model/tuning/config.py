@@ -106,7 +106,7 @@ class TuneConfig(Settings):
             (sample, task) pair of the model's tasks (`weighted_mean`: each task weighted by its
             number of labelled validation samples).
         pruner: Stop unpromising trials early on the per-epoch objective ("none" to disable).
-        seed: TPE seed; worker `i` uses `seed + i` so parallel workers sample different points.
+        seed: TPE seed; trial k samples with a seed derived from (seed, k), so no two trials share one.
         epochs: Training epochs per trial (overrides `TrainConfig.epochs`).
         width: Layer width multiplier of the trial models (overrides `ModelConfig.width`); None
             trains trials at the width of the run being tuned for. A smaller width is cheaper, but

@@ -1,9 +1,9 @@
 """Run a loss-weight study from one or many workers, and read its result back.
 
-Every worker opens the same study (`load_if_exists`), samples with TPE seeded `seed + worker_index`,
-and reserves each trial under a claim lock, so N workers finish with exactly `n_trials` trials.
-A trial that raises is recorded as FAIL (with its reason) and the study goes on.
-"""
+Every worker opens the same study (`load_if_exists`) and claims each trial under a claim lock: it
+counts the study's trials and creates the next one in one locked step, so N workers finish with
+exactly `n_trials` trials. Trial k samples with TPE seeded from (`seed`, k). A trial that raises is
+recorded as FAIL (with its reason) and the study goes on; so is the trial of a worker that died."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import logging
 import math
 import multiprocessing
 import os
+import socket
 import time
 import warnings
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -77,11 +79,18 @@ class StudySummary:
         return asdict(self)
 
 
-def make_sampler(tune_config: TuneConfig, *, worker_index: int) -> optuna.samplers.BaseSampler:
-    """TPE seeded per worker, so parallel workers do not draw the same startup points."""
+def make_sampler(tune_config: TuneConfig, *, trial_number: int) -> optuna.samplers.BaseSampler:
+    """TPE seeded from (`tune_config.seed`, the number of the trial about to be drawn).
+
+    Seeding per trial, not per worker, means no two trials of a study share a seed: neither parallel
+    workers nor a rerun that resumes the study (issue 15: a resumed worker seeded like the first run
+    redrew trial 0's weights). A one-worker study stays reproducible from its seed alone.
+    """
+    import numpy as np
     import optuna
 
-    return optuna.samplers.TPESampler(seed=tune_config.seed + worker_index)
+    seed = int(np.random.SeedSequence([tune_config.seed, trial_number]).generate_state(1)[0])
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def make_pruner(tune_config: TuneConfig) -> optuna.pruners.BasePruner:
@@ -97,7 +106,7 @@ def make_pruner(tune_config: TuneConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def _open(tune_config: TuneConfig, *, worker_index: int) -> optuna.Study:
+def _open(tune_config: TuneConfig) -> optuna.Study:
     """Create or load the study, checking that its pinned settings match this worker's."""
     import optuna
 
@@ -112,7 +121,7 @@ def _open(tune_config: TuneConfig, *, worker_index: int) -> optuna.Study:
     study = optuna.create_study(
         study_name=tune_config.study_name,
         storage=storage,
-        sampler=make_sampler(tune_config, worker_index=worker_index),
+        sampler=make_sampler(tune_config, trial_number=0),
         pruner=make_pruner(tune_config),
         direction="maximize",
         load_if_exists=True,
@@ -157,7 +166,7 @@ def run_study(
         train_config: Base hyper-parameters; each trial overrides loss weights, epochs (and lr/batch
             size if searched).
         n_trials: At most this many trials from this call (None: as many as the study needs).
-        worker_index: This worker's index (0..N-1); offsets the sampler seed.
+        worker_index: This worker's index (0..N-1), recorded on its trials.
         trainer: Trains one trial (default: `FitTrainer(dataset_dir)`, i.e. `fer_model.training.fit`).
         on_trial: Receives a progress line after each trial (number, state, value, params, best so far).
         parent_pid: Set by `run_workers`: once this process's parent is no longer that process (it
@@ -166,30 +175,56 @@ def run_study(
     Returns:
         The study's state after this worker's last trial.
     """
-    import optuna
-
-    search_space = search_space or SearchSpace()
-    model_config = tune_config.trial_model(model_config or ModelConfig())
-    train_config = train_config or TrainConfig()
-    if isinstance(worker_index, bool) or not isinstance(worker_index, int) or worker_index < 0:
-        raise ConfigError(f"`worker_index` must be an int >= 0, got {worker_index!r}")
-    if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 0):
-        raise ConfigError(f"`n_trials` must be an int >= 0 or None, got {n_trials!r}")
+    _check_worker_args(worker_index=worker_index, n_trials=n_trials)
     if trainer is None:
         if dataset_dir is None:
             raise ConfigError("`dataset_dir` is required unless a `trainer` is given")
         trainer = FitTrainer(dataset_dir)
-    study = _open(tune_config, worker_index=worker_index)
-    epochs_trained: list[int] = []
+    objective = _TrialObjective(
+        trainer=trainer, tune_config=tune_config, worker_index=worker_index,
+        search_space=search_space or SearchSpace(), model_config=tune_config.trial_model(model_config or ModelConfig()),
+        train_config=train_config or TrainConfig(),
+    )
+    study = _open(tune_config)
+    trials_run = _run_trials(study, objective=objective, tune_config=tune_config, n_trials=n_trials,
+                             worker_index=worker_index, on_trial=on_trial, parent_pid=parent_pid)
+    summary = summarize(study, storage=tune_config.storage, trials_run=trials_run,
+                        epochs_trained=objective.epochs_trained)
+    logger.info("worker %d ran %d trial(s); study %s now has %d: %s", worker_index, trials_run,
+                tune_config.study_name, summary.n_trials, dict(summary.states))
+    return summary
 
-    def objective(trial: optuna.Trial) -> float:
-        params = suggest_params(trial, search_space=search_space, tasks=model_config.tasks)
-        config = trial_train_config(train_config, params, epochs=tune_config.epochs)
+
+def _check_worker_args(*, worker_index: int, n_trials: int | None) -> None:
+    if isinstance(worker_index, bool) or not isinstance(worker_index, int) or worker_index < 0:
+        raise ConfigError(f"`worker_index` must be an int >= 0, got {worker_index!r}")
+    if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 0):
+        raise ConfigError(f"`n_trials` must be an int >= 0 or None, got {n_trials!r}")
+
+
+@dataclass
+class _TrialObjective:
+    """The Optuna objective of one worker: sample settings, train, record how the trial went."""
+
+    trainer: Trainer
+    tune_config: TuneConfig
+    worker_index: int
+    search_space: SearchSpace
+    model_config: ModelConfig
+    train_config: TrainConfig
+    epochs_trained: int = 0
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        import optuna
+
+        params = suggest_params(trial, search_space=self.search_space, tasks=self.model_config.tasks)
+        config = trial_train_config(self.train_config, params, epochs=self.tune_config.epochs)
         reporter = _Reporter(trial)
         started = time.monotonic()
         try:
-            result: TrialResult = trainer(
-                model_config=model_config, train_config=config, objective=tune_config.objective, report=reporter
+            result: TrialResult = self.trainer(
+                model_config=self.model_config, train_config=config, objective=self.tune_config.objective,
+                report=reporter,
             )
         except optuna.TrialPruned:
             raise
@@ -198,18 +233,28 @@ def run_study(
             trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:500])
             raise
         finally:
-            epochs_trained.append(reporter.epochs)
-            trial.set_user_attr("worker", worker_index)
+            self.epochs_trained += reporter.epochs
+            trial.set_user_attr("worker", self.worker_index)
             trial.set_user_attr("epochs_trained", reporter.epochs)
             trial.set_user_attr("train_seconds", round(time.monotonic() - started, 3))
         if reporter.pruned:
-            raise optuna.TrialPruned(f"after epoch {reporter.epochs}: {tune_config.objective}={reporter.last:.4f}")
+            raise optuna.TrialPruned(f"after epoch {reporter.epochs}: {self.tune_config.objective}={reporter.last:.4f}")
         trial.set_user_attr("metrics", {k: float(v) for k, v in result.metrics.items()})
         return float(result.value)
 
-    callbacks = []
-    if on_trial is not None:
-        callbacks.append(lambda s, t: on_trial(format_trial_line(s, t)))
+
+def _run_trials(
+    study: optuna.Study,
+    *,
+    objective: _TrialObjective,
+    tune_config: TuneConfig,
+    n_trials: int | None,
+    worker_index: int,
+    on_trial: Callable[[str], None] | None,
+    parent_pid: int | None,
+) -> int:
+    """Claim and run trials until the study is full or this worker must stop; the number run."""
+    callbacks = [] if on_trial is None else [lambda s, t: on_trial(format_trial_line(s, t))]
     deadline = None if tune_config.timeout is None else time.monotonic() + tune_config.timeout
     lock = ClaimLock(tune_config.storage, tune_config.study_name)
     trials_run = 0
@@ -223,46 +268,93 @@ def run_study(
                 logger.warning("worker %d: the process that started it is gone; claiming no more trials",
                                worker_index)
                 break
-            if not _claim(study, lock=lock, target=tune_config.n_trials):
+            if not _run_next_trial(study, lock=lock, tune_config=tune_config, objective=objective,
+                                   callbacks=callbacks):
                 break
-            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=True)
             trials_run += 1
     finally:
         lock.close()
-    summary = summarize(study, storage=tune_config.storage, trials_run=trials_run, epochs_trained=sum(epochs_trained))
-    logger.info("worker %d ran %d trial(s); study %s now has %d: %s", worker_index, trials_run,
-                tune_config.study_name, summary.n_trials, dict(summary.states))
-    return summary
+    return trials_run
 
 
-#: User attribute stamping a reservation with its wall-clock time (seconds since the epoch).
-RESERVED_AT = "reserved_at"
-#: A WAITING trial older than this was reserved by a worker that died before starting it (a live one
-#: starts its reservation within milliseconds), or re-queued by the heartbeat check: anyone may run it.
-ORPHAN_AFTER_S = 60.0
+#: User attribute naming the process that runs a trial: {"host": ..., "pid": ...}.
+OWNER = "owner"
 
 
-def _claim(study: optuna.Study, *, lock: ClaimLock, target: int) -> bool:
-    """Reserve the study's next trial; False once the study holds `target` trials.
+def _run_next_trial(
+    study: optuna.Study,
+    *,
+    lock: ClaimLock,
+    tune_config: TuneConfig,
+    objective: Callable[[optuna.Trial], float],
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]],
+) -> bool:
+    """Claim the study's next trial and run it; False (nothing run) once the study is full.
 
-    The reservation is a WAITING trial enqueued under the lock; `optimize(n_trials=1)` right after
-    pops the oldest WAITING trial instead of creating one, so as long as every pop follows its own
-    reservation, trials are only ever created under the lock. A worker runs a WAITING trial without
-    reserving only if it is an orphan (older than `ORPHAN_AFTER_S`): a fresh one belongs to a worker
-    about to pop it, and taking it would make that worker create a trial outside the lock.
+    Counting the trials and creating the next one must be one atomic step, or two workers can both
+    see room for one more. `optimize` creates its trial in its first step (`ask`: pop the oldest
+    WAITING trial, else create one), so the claim lock is taken before counting and released by the
+    objective's first line, once the trial exists and names its owner. Earlier versions enqueued a
+    WAITING "reservation" under the lock and let `optimize` pop it after; a slow worker could then
+    lose its reservation to a fast one, create a trial outside the lock and leave the fast one's
+    reservation WAITING forever (issue 15).
+
+    A WAITING trial (queued by hand, or re-queued by PostgreSQL's heartbeat check) is always run,
+    even once the study holds `n_trials`, so no queued point is left behind.
     """
     from optuna.trial import TrialState
 
-    with lock.hold():
+    with ExitStack() as claim:
+        claim.enter_context(lock.hold())
         trials = study.get_trials(deepcopy=False)
-        now = time.time()
-        if len(trials) < target:
-            study.enqueue_trial({}, user_attrs={RESERVED_AT: now})
-            return True
-        return any(
-            t.state == TrialState.WAITING and now - float(t.user_attrs.get(RESERVED_AT, 0.0)) > ORPHAN_AFTER_S
-            for t in trials
-        )
+        _fail_trials_of_dead_workers(study, trials)
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        if not waiting and len(trials) >= tune_config.n_trials:
+            return False
+        study.sampler = make_sampler(tune_config, trial_number=len(trials))
+
+        def claimed(trial: optuna.Trial) -> float:
+            trial.set_user_attr(OWNER, {"host": socket.gethostname(), "pid": os.getpid()})
+            claim.close()
+            return objective(trial)
+
+        study.optimize(claimed, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=True)
+    return True
+
+
+def _fail_trials_of_dead_workers(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> None:
+    """Mark FAIL each RUNNING trial whose owner was a process of this host that no longer exists.
+
+    A worker killed mid-trial (SIGKILL, out of memory) cannot tell the study; without this its trial
+    would stay RUNNING forever in a journal study (PostgreSQL's heartbeat check covers pods on other
+    hosts). The caller holds the claim lock, so one worker alone fails each such trial; the failed
+    trial counts towards `n_trials` like any other. A reused PID keeps the trial RUNNING (never a
+    live trial failed).
+    """
+    from optuna.trial import TrialState
+
+    host = socket.gethostname()
+    for t in trials:
+        owner = t.user_attrs.get(OWNER)
+        if t.state != TrialState.RUNNING or not isinstance(owner, dict) or owner.get("host") != host:
+            continue
+        if _process_exists(int(owner["pid"])):
+            continue
+        reason = f"WorkerDied: process {owner['pid']} on {host} ended during the trial"
+        logger.warning("trial %d: %s; marking it FAIL", t.number, reason)
+        # Optuna has no public setter for another worker's trial; its own stale-trial check uses this.
+        study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
+        study.tell(t.number, state=TrialState.FAIL)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 class _Reporter:
@@ -352,7 +444,7 @@ def run_workers(
     if workers == 1:
         return [run_study(**kwargs)]
     # Create the study once here: a bad storage fails once, and workers never race to create it.
-    _open(tune_config, worker_index=0)
+    _open(tune_config)
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(run_study, **kwargs, worker_index=i, parent_pid=os.getpid()) for i in range(workers)]
         return [f.result() for f in futures]
