@@ -5,11 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import shutil
+from pathlib import Path
 
 from fer_model.errors import ConfigError
 from fer_model.tasks import TASK_NAMES
+from fer_model.training import OPTIMIZERS, SCHEDULES  # light: TensorFlow is imported only to train
 
 logger = logging.getLogger(__name__)
+
+#: Where `train` keeps its epoch checkpoint, inside --out (removed once the model artifact is written).
+CHECKPOINT_FOLDER = "checkpoint"
 
 
 def parse_tasks(text: str) -> tuple[str, ...]:
@@ -73,6 +79,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing in [0, 1)")
     parser.add_argument("--class-weighting", action="store_true", help="weight emotion classes by inverse frequency")
+    parser.add_argument("--random-erasing", type=float, default=0.0,
+                        help="probability of erasing a random patch of a training face (default: %(default)s)")
+    parser.add_argument("--schedule", choices=SCHEDULES, default="plateau",
+                        help="plateau (the paper), or cosine / onecycle decay to ~0 by the last epoch")
+    parser.add_argument("--warmup-epochs", type=int, default=0, help="linear warm-up before cosine/onecycle decay")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="adam, or sgd with Nesterov momentum")
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="decoupled weight decay (default: none)")
+    parser.add_argument("--balanced-batches", action="store_true",
+                        help="every batch takes an equal share from each group of faces labelled for the same tasks")
+    parser.add_argument("--init-weights", default=None,
+                        help="start from this .keras model or model artifact (layers matched by name)")
+    parser.add_argument("--resume", action="store_true",
+                        help=f"continue the run whose checkpoint is in OUT/{CHECKPOINT_FOLDER} (same flags); "
+                        "without it, a stale checkpoint there is discarded")
     parser.set_defaults(func=run)
 
 
@@ -83,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     from fer_model.training import TrainConfig, monitor_metric, train
 
     # Configs are validated before TensorFlow is imported, so a bad flag fails fast.
-    model_config = ModelConfig(width=args.width, tasks=parse_tasks(args.tasks), augment=args.augment)
+    model_config = ModelConfig(width=args.width, tasks=parse_tasks(args.tasks), augment=args.augment,
+                               random_erasing=args.random_erasing)
     loss_weights = dict(DEFAULT_LOSS_WEIGHTS)
     if args.loss_weights is not None:
         loss_weights.update(parse_loss_weights(args.loss_weights))
@@ -96,8 +117,20 @@ def run(args: argparse.Namespace) -> int:
         mixed_precision=args.mixed_precision,
         label_smoothing=args.label_smoothing,
         class_weighting=args.class_weighting,
+        schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs,
+        optimizer=args.optimizer,
+        weight_decay=args.weight_decay,
+        balanced_batches=args.balanced_batches,
     )
-    result = train(dataset_dir=args.dataset, out_dir=args.out, model_config=model_config, train_config=train_config)
+    checkpoint_dir = Path(args.out) / CHECKPOINT_FOLDER
+    if args.resume and not checkpoint_dir.exists() and (Path(args.out) / "config.json").exists():
+        print(f"{args.out} already holds the finished run's model artifact; nothing to resume")
+        return 0
+    if not args.resume and checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir)
+    result = train(dataset_dir=args.dataset, out_dir=args.out, model_config=model_config, train_config=train_config,
+                   checkpoint_dir=checkpoint_dir, initial_weights=args.init_weights)
     monitor = monitor_metric(model_config)
     best = f", {monitor}={result.history[monitor][result.best_epoch]:.4f}" if monitor in result.history else ""
     print(f"wrote {result.model_dir} (best epoch {result.best_epoch + 1}{best})")
