@@ -405,50 +405,10 @@ def _build_and_compile(*, model_config: ModelConfig, train_config: TrainConfig, 
 
         restore_model(model, start)
     elif initial_weights is not None:
+        from fer_model.warm_start import copy_matching_weights
+
         copy_matching_weights(model, initial_weights)
     return model
-
-
-def copy_matching_weights(model: keras.Model, source: str | os.PathLike[str]) -> list[str]:
-    """Copy weights from the `.keras` file (or model artifact folder) `source` into `model`, layer by layer.
-
-    Layers are matched by name and copied where every weight's shape matches. Head biases that
-    `silence_classes` pushed to `SILENCED_BIAS` are reset to 0, so the new run may learn those classes.
-
-    Returns:
-        The names of the layers copied.
-    """
-    import keras
-
-    from fer_model.model import SILENCED_BIAS
-
-    path = Path(source)
-    if path.is_dir():
-        path = path / "model.keras"
-    if not path.is_file():
-        raise ConfigError(f"initial weights {source} not found; pass a .keras file or a model artifact folder")
-    other = keras.saving.load_model(path, compile=False)
-    by_name = {layer.name: layer for layer in other.layers}
-    copied = []
-    for layer in model.layers:
-        donor = by_name.get(layer.name)
-        if donor is None or not layer.weights:
-            continue
-        values = donor.get_weights()
-        if [v.shape for v in values] != [tuple(w.shape) for w in layer.weights]:
-            continue
-        if layer.name in model_task_names(model):
-            values = [np.where(v <= SILENCED_BIAS / 2, 0.0, v).astype(v.dtype) if v.ndim == 1 else v for v in values]
-        layer.set_weights(values)
-        copied.append(layer.name)
-    logger.info("initial weights from %s: %d of %d layers with weights copied", path, len(copied),
-                sum(1 for layer in model.layers if layer.weights))
-    return copied
-
-
-def model_task_names(model: keras.Model) -> set[str]:
-    """Names of `model`'s head layers (one per task)."""
-    return {layer.name for layer in model.layers if layer.name in TASK_NAMES}
 
 
 def _callbacks(*, model_config: ModelConfig, train_config: TrainConfig, batches: Any,

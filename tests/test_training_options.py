@@ -199,3 +199,23 @@ def tiny_pattern() -> Dataset:
     from tests._fixtures.models import pattern_dataset
 
     return pattern_dataset(n_train=64, n_val=32, seed=1)
+
+
+def test_warm_start_copies_matching_layers_and_unsilences_classes(tmp_path) -> None:
+    from fer_model.model import SILENCED_BIAS, silence_classes
+    from fer_model.warm_start import copy_matching_weights
+
+    keras.utils.set_random_seed(0)
+    donor = build_model(ModelConfig(width=0.125))
+    silence_classes(donor, {"gender": ["unsure"]})
+    donor.save(tmp_path / "model.keras")
+    keras.utils.set_random_seed(1)
+    model = build_model(ModelConfig(width=0.125, tasks=("emotion", "gender")))
+    copied = copy_matching_weights(model, tmp_path)  # an artifact folder holding model.keras
+    assert {"block1_conv1", "dense", "emotion", "gender"} <= set(copied)
+    np.testing.assert_array_equal(model.get_layer("block3_conv2").get_weights()[0],
+                                  donor.get_layer("block3_conv2").get_weights()[0])
+    bias = model.get_layer("gender").get_weights()[1]
+    assert donor.get_layer("gender").get_weights()[1][2] == SILENCED_BIAS and bias[2] == 0.0
+    with pytest.raises(ConfigError, match="initial weights .* not found"):
+        copy_matching_weights(model, tmp_path / "missing.keras")
