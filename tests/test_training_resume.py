@@ -146,3 +146,36 @@ def test_checkpoint_of_other_settings_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="other settings; resume with the same flags"):
         read_checkpoint(tmp_path, fingerprint="b" * 64)
     assert read_checkpoint(tmp_path / "none", fingerprint="a" * 64) is None
+
+
+class _StopAfterFirstEpoch(keras.callbacks.Callback):
+    """Stops like a time limit does: the run is interrupted, not finished."""
+
+    def on_epoch_end(self, epoch: int, logs: object = None) -> None:
+        self.model.stop_training = True
+
+
+def test_cli_train_resume_continues_the_run_in_its_out_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from fer_model.cli import main
+    from fer_model.cli.train import CHECKPOINT_FOLDER
+
+    ds = pattern_dataset(n_train=48, n_val=16, seed=4)
+    dataset_dir = write_dataset(tmp_path / "ds", images=ds.images, labels=ds.labels, split=ds.split)
+    out = tmp_path / "model"
+    # The same settings the CLI flags below give: an interrupted first epoch of a 2-epoch run.
+    first = fit(load_dataset(dataset_dir), model_config=ModelConfig(width=0.125, tasks=("emotion",)),
+                train_config=TrainConfig(epochs=2, verbose=0), callbacks=[_StopAfterFirstEpoch()],
+                checkpoint_dir=out / CHECKPOINT_FOLDER)
+    assert len(first.history["loss"]) == 1
+
+    flags = ["train", "--dataset", str(dataset_dir), "--out", str(out), "--epochs", "2", "--width", "0.125",
+             "--tasks", "emotion", "--resume"]
+    assert main(flags) == 0
+    losses = json.loads((out / "history.json").read_text())["loss"]
+    assert len(losses) == 2 and losses[0] == first.history["loss"][0]
+    assert not (out / CHECKPOINT_FOLDER).exists()  # the artifact replaced the run folder
+    capsys.readouterr()
+    assert main(flags) == 0
+    assert "nothing to resume" in capsys.readouterr().out
