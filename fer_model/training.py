@@ -301,6 +301,9 @@ def fit(
         if start is not None and start.finished:
             logger.info("checkpoint in %s is of a finished run (%d epochs): not training", checkpoint_dir,
                         start.epochs_done)
+            # The run may have died between its last epoch's checkpoint and restoring the best epoch.
+            if start.callback_best_weights.get("early_stopping"):
+                model.set_weights(start.callback_best_weights["early_stopping"])
             history = start.history
         else:
             ours = _callbacks(model_config=model_config, train_config=train_config, batches=batches,

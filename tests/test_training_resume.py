@@ -138,6 +138,11 @@ def test_finished_run_is_not_trained_again(killed_run: tuple[Path, Path]) -> Non
                  checkpoint_dir=checkpoint_dir)
     assert watch.epochs == []
     assert all(len(values) == EPOCHS for values in result.history.values())
+    # The best epoch's weights come back; the last 8 arrays are the heads' kernels and biases, which
+    # silence_classes may have changed after the checkpoint.
+    best = read_checkpoint(checkpoint_dir, fingerprint=_fingerprint_of(dataset_dir)).callback_best_weights
+    for got, want in list(zip(result.model.get_weights(), best["early_stopping"], strict=True))[:-8]:
+        np.testing.assert_array_equal(got, want)
 
 
 def test_checkpoint_of_other_settings_is_refused(tmp_path: Path) -> None:

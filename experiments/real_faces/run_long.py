@@ -80,7 +80,10 @@ def _dataset(args: argparse.Namespace) -> Any:
     view = labelled_view(dataset, TASK_NAMES)
     if args.limit is None:
         return dataset, view
-    keep = np.concatenate([view.indices(s)[:args.limit] for s in ("train", "validation", "test")])
+    # A seeded sample, not the first faces: sources are stored in blocks, and a smoke run needs them all.
+    rng = np.random.default_rng(0)
+    keep = np.sort(np.concatenate([rng.permutation(view.indices(s))[:args.limit]
+                                   for s in ("train", "validation", "test")]))
     labels = {t: np.asarray(a[keep]) for t, a in view.labels.items()}
     small = Dataset(images=np.asarray(view.images[keep]), labels=labels,
                     split=np.asarray(view.split[keep]), manifest=view.manifest, path=view.path)
