@@ -59,6 +59,8 @@ class TrainConfig:
             throughput here. Other backends use Keras' "auto" (JAX jit-compiles, torch runs eagerly).
         schedule: "plateau" (the paper: ReduceLROnPlateau and the `min_lr` floor), or a per-step
             "cosine" / "onecycle" decay that reaches ~0 at the last epoch (`fer_model.schedules`).
+            Early stopping still watches a decaying run: set `early_stopping_patience` >= `epochs`
+            to let it anneal to the end (the best epoch is restored either way).
         warmup_epochs: Epochs of linear warm-up before a cosine/one-cycle decay (ignored by plateau).
         optimizer: "adam", or "sgd" with Nesterov momentum 0.9.
         weight_decay: Decoupled weight decay of the optimizer (0 = none).
