@@ -23,15 +23,32 @@ from fer_model.tasks import MISSING
 
 
 def labelled_pools(labels: Mapping[str, np.ndarray], tasks: Sequence[str]) -> dict[tuple[str, ...], np.ndarray]:
-    """Sample indices grouped by the subset of `tasks` they are labelled for (unlabelled samples dropped)."""
+    """Sample indices grouped by the tasks they are labelled for (unlabelled samples dropped).
+
+    A sample labelled for a strict subset of another group's tasks joins the largest such group: a
+    source with a few missing labels (UTKFace faces without a race) stays one pool instead of
+    splitting off a small pool that would take an equal share of every batch.
+    """
     labelled = np.stack([np.asarray(labels[t]) != MISSING for t in tasks], axis=1)
+    rows, inverse, counts = np.unique(labelled, axis=0, return_inverse=True, return_counts=True)
+    inverse = np.ravel(inverse)
+
+    def contains(big: np.ndarray, small: np.ndarray) -> bool:
+        return bool(np.all(big >= small))
+
+    maximal = [i for i, row in enumerate(rows)
+               if row.any() and not any(contains(o, row) and o.sum() > row.sum() for o in rows)]
     pools: dict[tuple[str, ...], np.ndarray] = {}
-    for row in np.unique(labelled, axis=0):
+    for i in maximal:
+        key = tuple(t for t, on in zip(tasks, rows[i], strict=True) if on)
+        pools[key] = np.zeros(0, dtype=np.int64)
+    for i, row in enumerate(rows):
         if not row.any():
             continue
-        key = tuple(t for t, on in zip(tasks, row, strict=True) if on)
-        pools[key] = np.flatnonzero((labelled == row).all(axis=1))
-    return dict(sorted(pools.items()))
+        home = max((j for j in maximal if contains(rows[j], row)), key=lambda j: counts[j])
+        key = tuple(t for t, on in zip(tasks, rows[home], strict=True) if on)
+        pools[key] = np.concatenate([pools[key], np.flatnonzero(inverse == i)])
+    return {key: np.sort(members) for key, members in sorted(pools.items())}
 
 
 def equal_shares(batch_size: int, pools: int) -> list[int]:

@@ -118,6 +118,7 @@ def _two_sources(n_emotion: int, n_demographics: int, *, seed: int) -> dict[str,
     labels["emotion"][:n_emotion] = rng.integers(0, 7, n_emotion)
     for task, k in (("gender", 2), ("race", 3), ("age", 5)):
         labels[task][n_emotion:] = rng.integers(0, k, n_demographics)
+    labels["race"][n_emotion::7] = MISSING  # like UTKFace's faces of other races: still the same source
     return labels
 
 
@@ -125,7 +126,8 @@ def test_balanced_plan_draws_an_equal_share_from_each_pool() -> None:
     labels = _two_sources(100, 300, seed=0)
     plan = plan_batches(labels, tasks=TASK_NAMES, monitor_task="emotion", batch_size=16, seed=4, balanced=True)
     pools = labelled_pools(labels, TASK_NAMES)
-    assert list(pools) == [("emotion",), ("gender", "race", "age")]
+    assert list(pools) == [("emotion",), ("gender", "race", "age")]  # faces without race join their source
+    np.testing.assert_array_equal(pools[("gender", "race", "age")], np.arange(100, 400))
     assert plan.steps_per_epoch == math.ceil(100 / 16)  # as many steps as single-task emotion training
     seen_emotion = []
     for step in range(plan.steps_per_epoch):
@@ -143,6 +145,17 @@ def test_balanced_plan_cycles_a_small_pool_through_every_face() -> None:
     plan = BatchPlan(num_samples=0, batch_size=8, seed=1, pools=[np.arange(5), np.arange(5, 105)], steps_per_epoch=5)
     small = np.concatenate([plan.indices(0, s)[:4] for s in range(5)])  # 20 draws from 5 faces: 4 full passes
     assert sorted(small.tolist()) == sorted(list(range(5)) * 4)
+
+
+def test_pools_of_a_fully_labelled_source_absorb_partly_labelled_ones() -> None:
+    labels = _two_sources(4, 6, seed=1)
+    labels["gender"][0] = 1  # one face labelled for everything: every label set is a subset of its
+    labels["race"][0] = labels["age"][0] = 0
+    labels["emotion"][9] = MISSING
+    labels["gender"][9] = labels["race"][9] = labels["age"][9] = MISSING  # unlabelled: dropped
+    pools = labelled_pools(labels, TASK_NAMES)
+    assert list(pools) == [TASK_NAMES]
+    np.testing.assert_array_equal(pools[TASK_NAMES], np.arange(9))
 
 
 def test_plain_plan_visits_every_sample_once_per_epoch() -> None:
