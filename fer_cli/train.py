@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shutil
+from pathlib import Path
 
 from fer_cli._flags import add_settings_flags, settings_from
 from fer_model._settings import field_default
@@ -12,6 +14,9 @@ from fer_model.errors import ConfigError
 from fer_model.tasks import TASK_NAMES
 
 logger = logging.getLogger(__name__)
+
+#: Where `train` keeps its epoch checkpoint, inside --out (removed once the model artifact is written).
+CHECKPOINT_FOLDER = "checkpoint"
 
 
 def parse_tasks(text: str) -> tuple[str, ...]:
@@ -33,8 +38,17 @@ _TRAIN_FLAGS = {
     "mixed_precision": "mixed_float16 (GPUs only)",
     "label_smoothing": "label smoothing in [0, 1)",
     "class_weighting": "weight emotion classes by inverse frequency",
+    "schedule": "learning-rate schedule: plateau (the paper), or cosine / onecycle decay to ~0 by the last epoch",
+    "warmup_epochs": "linear warm-up epochs before cosine/onecycle decay",
+    "optimizer": "adam, or sgd with Nesterov momentum",
+    "weight_decay": "decoupled weight decay",
+    "balanced_batches": "every batch takes an equal share from each group of faces labelled for the same tasks",
 }
-_MODEL_FLAGS = {"width": "layer width multiplier", "augment": "random flip/rotation/zoom/shift while training"}
+_MODEL_FLAGS = {
+    "width": "layer width multiplier",
+    "augment": "random flip/rotation/zoom/shift while training",
+    "random_erasing": "probability of erasing a random patch of a training face",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,6 +74,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="TASK=WEIGHT,... (or a JSON object) overriding the paper's (emotion=2,gender=0.1,race=1.5,age=4)",
     )
+    parser.add_argument("--init-weights", default=None,
+                        help="start from this .keras model or model artifact (layers matched by name)")
+    parser.add_argument("--resume", action="store_true",
+                        help=f"continue the run whose checkpoint is in OUT/{CHECKPOINT_FOLDER} (same flags); "
+                        "without it, a stale checkpoint there is discarded")
     parser.set_defaults(func=run)
 
 
@@ -78,7 +97,14 @@ def run(args: argparse.Namespace) -> int:
         if not weights:
             raise ConfigError(f"--loss-weights must look like emotion=2,age=4, got {args.loss_weights!r}")
         train_config = dataclasses.replace(train_config, loss_weights={**train_config.loss_weights, **weights})
-    result = train(dataset_dir=args.dataset, out_dir=args.out, model_config=model_config, train_config=train_config)
+    checkpoint_dir = Path(args.out) / CHECKPOINT_FOLDER
+    if args.resume and not checkpoint_dir.exists() and (Path(args.out) / "config.json").exists():
+        print(f"{args.out} already holds the finished run's model artifact; nothing to resume")
+        return 0
+    if not args.resume and checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir)
+    result = train(dataset_dir=args.dataset, out_dir=args.out, model_config=model_config, train_config=train_config,
+                   checkpoint_dir=checkpoint_dir, initial_weights=args.init_weights)
     monitor = monitor_metric(model_config)
     best = f", {monitor}={result.history[monitor][result.best_epoch]:.4f}" if monitor in result.history else ""
     print(f"wrote {result.model_dir} (best epoch {result.best_epoch + 1}{best})")

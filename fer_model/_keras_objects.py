@@ -1,4 +1,4 @@
-"""Keras objects for masked multi-task training: the masked loss and accuracy metric.
+"""Keras objects for masked multi-task training: the masked loss, accuracy metric and LR schedule.
 
 Written with `keras.ops` only (every backend). The loss and metric are registered serialisable
 under the package "fer_model", so a compiled model saved with them reloads once this module is
@@ -8,6 +8,7 @@ imported. (The model artifact stores an uncompiled model, which needs none of th
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -89,3 +90,43 @@ class MaskedAccuracy(keras.metrics.Metric):
     def result(self) -> Any:
         return ops.divide_no_nan(self.correct, self.count)
 
+
+
+@keras.saving.register_keras_serializable(package="fer_model")
+class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Per-step learning rate: linear warm-up to `peak`, then cosine decay to `final` at `total_steps`.
+
+    A function of the optimizer's step counter alone, so a run resumed with its optimizer state
+    continues the schedule at the step it stopped at.
+
+    Args:
+        peak: The rate at the end of warm-up.
+        total_steps: Steps of the whole run (epochs x steps per epoch); the rate is `final` from there on.
+        warmup_steps: Steps of the linear ramp from `initial` to `peak` (0: start at `peak`).
+        initial: The rate at step 0 of the ramp (cosine: ~0; one-cycle: `peak` / 25).
+        final: The rate reached at `total_steps` (~0).
+    """
+
+    def __init__(
+        self, peak: float, total_steps: int, warmup_steps: int = 0, initial: float = 0.0, final: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.peak = float(peak)
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+        self.initial = float(initial)
+        self.final = float(final)
+
+    def __call__(self, step: Any) -> Any:
+        step = ops.cast(step, "float32")
+        warmup = float(max(self.warmup_steps, 1))
+        # Step s trains with the rate after s+1 ramp steps, so the very first update is not at `initial`.
+        ramp = self.initial + (self.peak - self.initial) * ops.minimum((step + 1.0) / warmup, 1.0)
+        decay_steps = float(max(self.total_steps - self.warmup_steps, 1))
+        progress = ops.clip((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
+        cosine = self.final + 0.5 * (self.peak - self.final) * (1.0 + ops.cos(math.pi * progress))
+        return ops.where(step < self.warmup_steps, ramp, cosine)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
+                "initial": self.initial, "final": self.final}

@@ -168,6 +168,7 @@ class ModelInfo:
         evaluated_dataset_manifest_sha256: sha256 of the dataset manifest it was evaluated on.
         dataset_matches: Whether the two are the same dataset (None when unknown).
         loss_weights: The loss weights it was trained with, per task.
+        flip_average: Whether each face was scored as the mean of it and its mirror image.
     """
 
     path: str | None = None
@@ -175,6 +176,7 @@ class ModelInfo:
     evaluated_dataset_manifest_sha256: str | None = None
     dataset_matches: bool | None = None
     loss_weights: Mapping[str, float] = field(default_factory=dict)
+    flip_average: bool = False
 
     @classmethod
     def _read(cls, f: JsonFields) -> ModelInfo:
@@ -184,16 +186,21 @@ class ModelInfo:
             evaluated_dataset_manifest_sha256=f.text_or_none("evaluated_dataset_manifest_sha256"),
             dataset_matches=f.flag_or_none("dataset_matches"),
             loss_weights=f.numbers("loss_weights"),
+            # Absent from files written before the option existed: those were scored without it.
+            flip_average=bool(f.flag_or_none("flip_average")) if f.has("flip_average") else False,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "path": self.path,
             "dataset_manifest_sha256": self.dataset_manifest_sha256,
             "evaluated_dataset_manifest_sha256": self.evaluated_dataset_manifest_sha256,
             "dataset_matches": self.dataset_matches,
             "loss_weights": dict(self.loss_weights),
         }
+        if self.flip_average:
+            out["flip_average"] = True
+        return out
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from fer_model.artifact_files import (
 from fer_model.dataset import Dataset, load_dataset
 from fer_model.errors import ArtifactError, ConfigError, DataError
 from fer_model.metrics import score_task
+from fer_model.predict import predict_probabilities
 from fer_model.records import SPLITS
 from fer_model.report import write_report
 from fer_model.tasks import MISSING, get_task
@@ -122,8 +123,11 @@ def _split_images(dataset: Dataset, split: str) -> tuple[np.ndarray, dict[str, n
 
 
 def predict_classes(model: Any, images: np.ndarray, indices: np.ndarray, *, tasks: tuple[str, ...],
-                    batch_size: int) -> dict[str, np.ndarray]:
+                    batch_size: int, flip_average: bool = False) -> dict[str, np.ndarray]:
     """Argmax class per task for `images[indices]`, predicted `batch_size` images at a time.
+
+    With `flip_average`, each face's probabilities are averaged with its mirror image's
+    (`predict.predict_probabilities`).
 
     Batches are sliced from the (memory-mapped) array one at a time, so a large split never sits in
     memory whole; only the int class indices are kept.
@@ -131,7 +135,10 @@ def predict_classes(model: Any, images: np.ndarray, indices: np.ndarray, *, task
     out: dict[str, list[np.ndarray]] = {t: [] for t in tasks}
     for start in range(0, indices.size, batch_size):
         batch = np.asarray(images[indices[start:start + batch_size]], dtype=np.uint8)[..., np.newaxis]
-        probs = model.predict_on_batch(batch)
+        if flip_average:
+            probs = predict_probabilities(model, batch, tasks=tasks, flip_average=True)
+        else:
+            probs = model.predict_on_batch(batch)
         if not isinstance(probs, Mapping):
             raise ArtifactError(f"the model returned {type(probs).__name__}, expected a dict of task outputs")
         for t in tasks:
@@ -146,8 +153,11 @@ def evaluate(
     out_dir: str | os.PathLike[str],
     split: str = "test",
     batch_size: int = 256,
+    flip_average: bool = False,
 ) -> EvaluationMetrics:
     """Score a model artifact on one split and write metrics.json, confusion PNGs and report.md.
+
+    `flip_average` averages each face's probabilities with its mirror image's (off by default).
 
     Returns:
         What was written to metrics.json.
@@ -173,7 +183,7 @@ def evaluate(
     artifact = load_model_artifact(model_path)
     logger.info("predicting %d %s samples with %s", idx.size, split, model_path)
     predictions = predict_classes(artifact.model, dataset.images, idx, tasks=tuple(config.tasks),
-                                  batch_size=batch_size)
+                                  batch_size=batch_size, flip_average=flip_average)
     trained_on = config.dataset_manifest_sha256
     model_info = ModelInfo(
         path=str(model_path),
@@ -181,6 +191,7 @@ def evaluate(
         evaluated_dataset_manifest_sha256=dataset.manifest_sha256,
         dataset_matches=bool(trained_on) and trained_on == dataset.manifest_sha256,
         loss_weights=dict(config.loss_weights),
+        flip_average=flip_average,
     )
     metrics = build_metrics(predictions=predictions, labels=labels, split=split, model_info=model_info)
     # Written through a temporary name, so a reader (the pipeline's gate) never sees half a metrics.json.

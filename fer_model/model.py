@@ -31,6 +31,8 @@ _DENSE_UNITS = 128
 _ROTATION_FACTOR = 0.03  # fraction of a full turn: about +-11 degrees
 _ZOOM_FACTOR = 0.1
 _TRANSLATION_FACTOR = 0.1
+# Random erasing (Zhong et al. 2017): patch area as a fraction of the face, filled with noise.
+_ERASING_SCALE = (0.02, 0.2)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class ModelConfig(Settings):
         image_size: Side of the square grayscale input (the dataset's image size).
         dropout: Dropout rates after the three conv blocks and after the dense layer.
         l2: Optional L2 penalty on conv and dense kernels (None = none, as in the paper).
+        random_erasing: Probability, in [0, 1], that a training face gets one random patch replaced
+            by noise (0 = off); active only in training, like `augment`.
     """
 
     width: float = 1.0
@@ -53,6 +57,7 @@ class ModelConfig(Settings):
     image_size: int = 50
     dropout: tuple[float, float, float, float] = (0.6, 0.5, 0.4, 0.4)
     l2: float | None = None
+    random_erasing: float = 0.0
 
     def __post_init__(self) -> None:
         if not is_number(self.width) or not self.width > 0:
@@ -81,6 +86,10 @@ class ModelConfig(Settings):
         object.__setattr__(self, "dropout", tuple(float(r) for r in dropout))
         if self.l2 is not None and (not is_number(self.l2) or not self.l2 >= 0.0):
             raise ConfigError(f"`l2` must be None or a finite value >= 0, got {self.l2!r}")
+        erasing = self.random_erasing
+        if isinstance(erasing, bool) or not isinstance(erasing, int | float) or not 0.0 <= erasing <= 1.0:
+            raise ConfigError(f"`random_erasing` must be a probability in [0, 1], got {erasing!r}")
+        object.__setattr__(self, "random_erasing", float(erasing))
 
     def scaled(self, units: int) -> int:
         """`units` times the width multiplier, at least 1."""
@@ -117,6 +126,9 @@ def build_model(config: ModelConfig) -> keras.Model:
         x = layers.RandomTranslation(
             _TRANSLATION_FACTOR, _TRANSLATION_FACTOR, fill_mode="nearest", name="aug_translate"
         )(x)
+    if config.random_erasing:
+        p = config.random_erasing
+        x = layers.RandomErasing(factor=(p, p), scale=_ERASING_SCALE, value_range=(0.0, 1.0), name="aug_erase")(x)
 
     # Three blocks of [Conv2D -> BN] x 2 -> MaxPool -> Dropout, as in the paper's official code.
     for block, ((filters, kernel), rate) in enumerate(zip(_BLOCKS, config.dropout[:3], strict=True), start=1):

@@ -83,15 +83,36 @@ def resolve_model_dir(model_dir: str | os.PathLike[str] | None) -> Path:
     return PRETRAINED_DIR
 
 
+def predict_probabilities(model: Any, faces: np.ndarray, *, tasks: Sequence[str], flip_average: bool = False
+                          ) -> dict[str, np.ndarray]:
+    """task -> float64 [N, C] probabilities of `model` on faces [N, S, S, 1] (0..255 pixels).
+
+    With `flip_average`, each face and its horizontal mirror go through the model in one batch and
+    their probabilities are averaged: faces are left-right symmetric, so the mirror is a second view.
+    """
+    batch = np.asarray(faces, dtype=np.float32)
+    if flip_average:
+        batch = np.concatenate([batch, batch[:, :, ::-1, :]])
+    outputs = model.predict_on_batch(batch)
+    probs = {t: np.asarray(outputs[t], dtype=np.float64) for t in tasks}
+    if flip_average:
+        n = len(faces)
+        probs = {t: (p[:n] + p[n:]) / 2.0 for t, p in probs.items()}
+    return probs
+
+
 class Predictor:
     """Loads a model artifact once and predicts emotion (and the other heads) for faces in images.
 
     Args:
         model_dir: A model artifact folder; None uses the pretrained model in `fer_model/pretrained/`.
         max_pixels: Largest encoded image (width x height) `predict` decodes.
+        flip_average: Average each face's probabilities with its mirror image's (test-time
+            augmentation; twice the model work per face).
     """
 
-    def __init__(self, model_dir: str | os.PathLike[str] | None = None, *, max_pixels: int | None = None) -> None:
+    def __init__(self, model_dir: str | os.PathLike[str] | None = None, *, max_pixels: int | None = None,
+                 flip_average: bool = False) -> None:
         from fer_model.alignment import AlignConfig, FaceAligner
         from fer_model.images import DEFAULT_MAX_PIXELS
         from fer_model.model_artifact import load_model_artifact
@@ -109,6 +130,7 @@ class Predictor:
             raise ArtifactError(f"{path}/{CONFIG_FILE} aligns to {align_config.size}px but the model takes "
                                 f"{self.input_size}px faces")
         self.max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+        self.flip_average = bool(flip_average)
         self._aligner = FaceAligner(align_config)
         logger.info("loaded model %s (tasks %s)", path, ", ".join(self.tasks))
 
@@ -118,8 +140,8 @@ class Predictor:
 
     def _forward(self, faces: np.ndarray) -> dict[str, np.ndarray]:
         """One model call on uint8 [N, S, S, 1]; returns task -> float [N, C] probabilities."""
-        outputs = self._artifact.model.predict_on_batch(faces.astype(np.float32))
-        return {t: np.asarray(outputs[t], dtype=np.float64) for t in self.tasks}
+        return predict_probabilities(self._artifact.model, faces, tasks=tuple(self.tasks),
+                                     flip_average=self.flip_average)
 
     def _to_predictions(self, probs: Mapping[str, np.ndarray], meta: Sequence[tuple[Any, bool, float]]
                         ) -> list[FacePrediction]:

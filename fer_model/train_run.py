@@ -34,13 +34,20 @@ def train(
     out_dir: str | os.PathLike[str],
     model_config: ModelConfig,
     train_config: TrainConfig,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    initial_weights: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
-    """Load a dataset artifact, fit a model on it and write the model artifact to `out_dir`."""
+    """Load a dataset artifact, fit a model on it and write the model artifact to `out_dir`.
+
+    `checkpoint_dir` and `initial_weights` are passed to `fit`; a checkpoint inside `out_dir` goes
+    away when the artifact replaces the folder.
+    """
     from fer_model.dataset import load_dataset
     from fer_model.training import fit
 
     dataset = load_dataset(dataset_dir)
-    result = fit(dataset, model_config=model_config, train_config=train_config)
+    result = fit(dataset, model_config=model_config, train_config=train_config, checkpoint_dir=checkpoint_dir,
+                 initial_weights=initial_weights)
     return save_fit(result, dataset=dataset, out_dir=out_dir, model_config=model_config, train_config=train_config)
 
 

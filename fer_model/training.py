@@ -3,15 +3,18 @@
 Each head has its own sparse categorical cross-entropy, masked per sample where the label is -1
 (`tasks.MISSING`), so one run can mix sources that label different tasks (RAF-DB and FER2013).
 Heads are weighted (`TrainConfig.loss_weights`); accuracy is measured on labelled samples only.
-Data are fed as numpy arrays, so `fit` runs under every Keras backend.
+Batches come from in-memory numpy arrays (`fer_model.batching`), so `fit` runs under every Keras
+backend; an optional epoch checkpoint (`fer_model.checkpoint`) makes a killed run resumable.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -26,6 +29,9 @@ if TYPE_CHECKING:
     from fer_model.dataset import Dataset
 
 logger = logging.getLogger(__name__)
+
+SCHEDULES = ("plateau", "cosine", "onecycle")
+OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,15 @@ class TrainConfig(Settings):
         verbose: Keras `fit` verbosity (0 silent, 1 progress bar, 2 one line per epoch).
         jit_compile: XLA-compile the TensorFlow train step; off by default because XLA halves CPU
             throughput here. Other backends use Keras' "auto" (JAX jit-compiles, torch runs eagerly).
+        schedule: "plateau" (the paper: ReduceLROnPlateau and the `min_lr` floor), or a per-step
+            "cosine" / "onecycle" decay that reaches ~0 at the last epoch (`fer_model.schedules`).
+            Early stopping still watches a decaying run: set `early_stopping_patience` >= `epochs`
+            to let it anneal to the end (the best epoch is restored either way).
+        warmup_epochs: Epochs of linear warm-up before a cosine/one-cycle decay (ignored by plateau).
+        optimizer: "adam", or "sgd" with Nesterov momentum 0.9.
+        weight_decay: Decoupled weight decay of the optimizer (0 = none).
+        balanced_batches: Every batch draws an equal share from each group of samples labelled for
+            the same tasks, with an epoch as long as the monitored task's labels (`fer_model.batching`).
     """
 
     epochs: int = 100
@@ -66,11 +81,16 @@ class TrainConfig(Settings):
     class_weighting: bool = False
     verbose: int = 2
     jit_compile: bool = False
+    schedule: Literal["plateau", "cosine", "onecycle"] = "plateau"
+    warmup_epochs: int = 0
+    optimizer: Literal["adam", "sgd"] = "adam"
+    weight_decay: float = 0.0
+    balanced_batches: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
             check_int(name, getattr(self, name), minimum=1)
-        for name in ("early_stopping_patience", "reduce_lr_patience", "seed"):
+        for name in ("early_stopping_patience", "reduce_lr_patience", "seed", "warmup_epochs"):
             check_int(name, getattr(self, name), minimum=0)
         for name in ("learning_rate", "min_lr"):
             value = getattr(self, name)
@@ -82,7 +102,16 @@ class TrainConfig(Settings):
             raise ConfigError(f"`label_smoothing` must be in [0, 1), got {self.label_smoothing!r}")
         if self.verbose not in (0, 1, 2):
             raise ConfigError(f"`verbose` must be 0, 1 or 2, got {self.verbose!r}")
-        for name in ("mixed_precision", "class_weighting", "jit_compile"):
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"`schedule` must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"`optimizer` must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule != "plateau" and self.warmup_epochs >= self.epochs:
+            raise ConfigError(f"`warmup_epochs` ({self.warmup_epochs}) must be below `epochs` ({self.epochs}) "
+                              "so the schedule has epochs left to decay")
+        if not is_number(self.weight_decay) or not self.weight_decay >= 0:
+            raise ConfigError(f"`weight_decay` must be a finite number >= 0, got {self.weight_decay!r}")
+        for name in ("mixed_precision", "class_weighting", "jit_compile", "balanced_batches"):
             check_bool(name, getattr(self, name))
         # A private copy, so mutating the caller's dict cannot change a frozen config.
         object.__setattr__(self, "loss_weights", check_loss_weights(self.loss_weights))
@@ -163,12 +192,19 @@ def _jit_compile(train_config: TrainConfig) -> bool | str:
 
 
 def compile_model(
-    model: keras.Model, *, model_config: ModelConfig, train_config: TrainConfig, class_weights: list[float] | None
+    model: keras.Model,
+    *,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    class_weights: list[float] | None,
+    steps_per_epoch: int = 1,
 ) -> None:
-    """Compile `model` with masked per-task losses, loss weights and masked accuracies (Adam)."""
-    import keras
+    """Compile `model` with masked per-task losses, loss weights, masked accuracies and the configured optimizer.
 
+    `steps_per_epoch` sizes a per-step schedule (cosine, one-cycle); the plateau recipe ignores it.
+    """
     from fer_model._keras_objects import MaskedAccuracy, MaskedSparseCrossentropy
+    from fer_model.schedules import build_optimizer
 
     losses = {
         t: MaskedSparseCrossentropy(
@@ -179,12 +215,23 @@ def compile_model(
         for t in model_config.tasks
     }
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=train_config.learning_rate),
+        optimizer=build_optimizer(train_config, steps_per_epoch=steps_per_epoch),
         loss=losses,
         loss_weights=train_config.weights_for(model_config.tasks),
         metrics={t: [MaskedAccuracy(name=_metric_name(t, model_config))] for t in model_config.tasks},
         jit_compile=_jit_compile(train_config),
     )
+
+
+@dataclass(frozen=True)
+class _Arrays:
+    """Training and validation arrays of one fit, with the emotion class weights if asked for."""
+
+    x_train: np.ndarray
+    y_train: dict[str, np.ndarray]
+    x_val: np.ndarray
+    y_val: dict[str, np.ndarray]
+    class_weights: list[float] | None
 
 
 def fit(
@@ -193,6 +240,8 @@ def fit(
     model_config: ModelConfig,
     train_config: TrainConfig,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    initial_weights: str | os.PathLike[str] | None = None,
 ) -> FitResult:
     """Build and train a model on the dataset's train split, validating on its validation split.
 
@@ -201,17 +250,43 @@ def fit(
         model_config: Architecture (which heads, width, augmentation).
         train_config: Hyper-parameters.
         callbacks: Extra Keras callbacks (e.g. an Optuna pruning callback), run after ours.
+        checkpoint_dir: Write an epoch checkpoint here (`fer_model.checkpoint`) and resume from the
+            one already there, if any: a killed run re-run with the same settings loses no epoch.
+        initial_weights: A `.keras` model (or model artifact folder) to start from instead of random
+            weights, layer by layer where names and shapes match; ignored when resuming.
 
     Returns:
         The model with the best epoch's weights restored, the per-epoch history (Keras keys such as
-        `val_emotion_accuracy`) and the 0-based index of the best epoch.
+        `val_emotion_accuracy`, every epoch of a resumed run included) and the 0-based index of the
+        best epoch.
 
     Raises:
-        ConfigError: the train or validation split is empty, the image size does not match, or
-            every loss weight of the model's tasks is 0.
+        ConfigError: the train or validation split is empty, the image size does not match, every
+            loss weight of the model's tasks is 0, or the checkpoint comes from other settings.
     """
-    import keras
+    _validate_inputs(dataset, model_config=model_config, train_config=train_config)
+    arrays = _arrays(dataset, model_config=model_config, train_config=train_config)
+    batches = _training_batches(arrays, model_config=model_config, train_config=train_config)
+    start = _read_start(checkpoint_dir, model_config=model_config, train_config=train_config, arrays=arrays)
+    with _precision_policy(train_config):
+        model = _build_and_compile(model_config=model_config, train_config=train_config, arrays=arrays,
+                                   steps_per_epoch=len(batches), start=start, initial_weights=initial_weights)
+        if start is not None and start.finished:
+            logger.info("checkpoint in %s is of a finished run (%d epochs): not training", checkpoint_dir,
+                        start.epochs_done)
+            # The run may have died between its last epoch's checkpoint and restoring the best epoch.
+            if start.callback_best_weights.get("early_stopping"):
+                model.set_weights(start.callback_best_weights["early_stopping"])
+            history = start.history
+        else:
+            ours = _callbacks(model_config=model_config, train_config=train_config, batches=batches,
+                              checkpoint_dir=checkpoint_dir, start=start, arrays=arrays)
+            history = _run(model, batches=batches, arrays=arrays, train_config=train_config,
+                           callbacks=[*ours, *callbacks], start=start)
+    return _finalize(model, history=history, model_config=model_config, y_train=arrays.y_train)
 
+
+def _validate_inputs(dataset: Dataset, *, model_config: ModelConfig, train_config: TrainConfig) -> None:
     for split in ("train", "validation"):
         if dataset.indices(split).size == 0:
             raise ConfigError(
@@ -221,6 +296,9 @@ def fit(
     weights = train_config.weights_for(model_config.tasks)
     if not any(weights.values()):
         raise ConfigError(f"every loss weight of the model's tasks {model_config.tasks} is 0; nothing would train")
+
+
+def _arrays(dataset: Dataset, *, model_config: ModelConfig, train_config: TrainConfig) -> _Arrays:
     x_train, y_train = _to_arrays(dataset, "train", model_config.tasks, model_config.image_size)
     x_val, y_val = _to_arrays(dataset, "validation", model_config.tasks, model_config.image_size)
     # Keras validates in stored order, where each source's faces sit together; a batch with no label
@@ -232,43 +310,142 @@ def fit(
     if train_config.class_weighting and "emotion" in model_config.tasks:
         class_weights = emotion_class_weights(y_train["emotion"])
         logger.info("emotion class weights: %s", [round(w, 3) for w in class_weights])
+    return _Arrays(x_train, y_train, x_val, y_val, class_weights)
 
-    keras.utils.set_random_seed(train_config.seed)
+
+def _training_batches(arrays: _Arrays, *, model_config: ModelConfig, train_config: TrainConfig) -> Any:
+    from fer_model.batching import PlannedBatches, plan_batches
+
+    plan = plan_batches(arrays.y_train, tasks=model_config.tasks, monitor_task=_monitor_task(model_config),
+                        batch_size=train_config.batch_size, seed=train_config.seed,
+                        balanced=train_config.balanced_batches)
+    if plan.pools is not None:
+        logger.info("balanced batches: %d steps per epoch, shares %s of pools of %s samples", plan.steps_per_epoch,
+                    plan.shares, [p.size for p in plan.pools])
+    return PlannedBatches(arrays.x_train, arrays.y_train, plan)
+
+
+def _monitor_task(model_config: ModelConfig) -> str:
+    return "emotion" if "emotion" in model_config.tasks else model_config.tasks[0]
+
+
+def _fingerprint(*, model_config: ModelConfig, train_config: TrainConfig, arrays: _Arrays) -> str:
+    """What a checkpoint must match to be resumed: every setting that changes training, and the data's size."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    settings = {k: v for k, v in asdict(train_config).items() if k != "verbose"}
+    blob = json.dumps([asdict(model_config), settings, len(arrays.x_train), len(arrays.x_val)], sort_keys=True,
+                      default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _read_start(checkpoint_dir: str | os.PathLike[str] | None, *, model_config: ModelConfig,
+                train_config: TrainConfig, arrays: _Arrays) -> Any:
+    if checkpoint_dir is None:
+        return None
+    from fer_model.checkpoint import read_checkpoint
+
+    fingerprint = _fingerprint(model_config=model_config, train_config=train_config, arrays=arrays)
+    start = read_checkpoint(checkpoint_dir, fingerprint=fingerprint)
+    if start is not None:
+        logger.info("resuming from %s after epoch %d", checkpoint_dir, start.epochs_done)
+    return start
+
+
+@contextmanager
+def _precision_policy(train_config: TrainConfig) -> Iterator[None]:
+    import keras
+
     previous_policy = keras.mixed_precision.global_policy()
     if train_config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        model = build_model(model_config)
-        compile_model(model, model_config=model_config, train_config=train_config, class_weights=class_weights)
-        monitor = monitor_metric(model_config)
-        early_stopping = keras.callbacks.EarlyStopping(
-            monitor=monitor, mode="max", patience=train_config.early_stopping_patience, restore_best_weights=True
-        )
-        # min_lr=0 here: the floor callback (not a clamp) ends training once the rate is below min_lr.
-        reduce_lr = keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor, mode="max", factor=train_config.reduce_lr_factor, patience=train_config.reduce_lr_patience
-        )
-        logger.info(
-            "training %s on %d samples (validation %d), %d epochs max, batch %d",
-            ",".join(model_config.tasks),
-            len(x_train),
-            len(x_val),
-            train_config.epochs,
-            train_config.batch_size,
-        )
-        keras_history = model.fit(
-            x_train,
-            y_train,
-            validation_data=(x_val, y_val),
-            epochs=train_config.epochs,
-            batch_size=train_config.batch_size,
-            shuffle=True,
-            verbose=train_config.verbose,
-            callbacks=[reduce_lr, learning_rate_floor(train_config.min_lr), early_stopping, *callbacks],
-        )
+        yield
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
-    history = {k: [float(v) for v in values] for k, values in keras_history.history.items()}
+
+
+def _build_and_compile(*, model_config: ModelConfig, train_config: TrainConfig, arrays: _Arrays,
+                       steps_per_epoch: int, start: Any, initial_weights: str | os.PathLike[str] | None
+                       ) -> keras.Model:
+    import keras
+
+    keras.utils.set_random_seed(train_config.seed)
+    model = build_model(model_config)
+    compile_model(model, model_config=model_config, train_config=train_config, class_weights=arrays.class_weights,
+                  steps_per_epoch=steps_per_epoch)
+    if start is not None:
+        from fer_model.checkpoint import restore_model
+
+        restore_model(model, start)
+    elif initial_weights is not None:
+        from fer_model.warm_start import copy_matching_weights
+
+        copy_matching_weights(model, initial_weights)
+    return model
+
+
+def _callbacks(*, model_config: ModelConfig, train_config: TrainConfig, batches: Any,
+               checkpoint_dir: str | os.PathLike[str] | None, start: Any, arrays: _Arrays
+               ) -> list[keras.callbacks.Callback]:
+    """Ours, in the order they must run: schedule (plateau only), stopping, then the checkpoint."""
+    import keras
+
+    from fer_model.batching import EpochSync
+
+    monitor = monitor_metric(model_config)
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor=monitor, mode="max", patience=train_config.early_stopping_patience, restore_best_weights=True
+    )
+    stateful: dict[str, keras.callbacks.Callback] = {}
+    if train_config.schedule == "plateau":
+        # min_lr=0 here: the floor callback (not a clamp) ends training once the rate is below min_lr.
+        stateful["reduce_lr"] = keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, mode="max", factor=train_config.reduce_lr_factor, patience=train_config.reduce_lr_patience
+        )
+        stateful["lr_floor"] = learning_rate_floor(train_config.min_lr)
+    stateful["early_stopping"] = early_stopping
+    ours: list[keras.callbacks.Callback] = [EpochSync(batches), *stateful.values()]
+    if checkpoint_dir is not None:
+        from fer_model.checkpoint import EpochCheckpoint
+
+        fingerprint = _fingerprint(model_config=model_config, train_config=train_config, arrays=arrays)
+        ours.append(EpochCheckpoint(checkpoint_dir, fingerprint=fingerprint, stateful=stateful, start=start,
+                                    total_epochs=train_config.epochs))
+    return ours
+
+
+def _run(model: keras.Model, *, batches: Any, arrays: _Arrays, train_config: TrainConfig,
+         callbacks: list[keras.callbacks.Callback], start: Any) -> dict[str, list[float]]:
+    """`model.fit` from the checkpoint's epoch (or 0); returns the history of every epoch of the run."""
+    initial_epoch = start.epochs_done if start is not None else 0
+    logger.info(
+        "training on %d samples (validation %d), epochs %d..%d, %d steps of batch %d",
+        len(arrays.x_train), len(arrays.x_val), initial_epoch + 1, train_config.epochs, len(batches),
+        train_config.batch_size,
+    )
+    keras_history = model.fit(
+        batches,
+        validation_data=(arrays.x_val, arrays.y_val),
+        validation_batch_size=train_config.batch_size,
+        epochs=train_config.epochs,
+        initial_epoch=initial_epoch,
+        # The batches are shuffled (and balanced) by the plan; Keras' own shuffle is not seeded per epoch.
+        shuffle=False,
+        verbose=train_config.verbose,
+        callbacks=callbacks,
+    )
+    history = {k: list(v) for k, v in (start.history if start is not None else {}).items()}
+    for key, values in keras_history.history.items():
+        history.setdefault(key, []).extend(float(v) for v in values)
+    return history
+
+
+def _finalize(model: keras.Model, *, history: dict[str, list[float]], model_config: ModelConfig,
+              y_train: Mapping[str, np.ndarray]) -> FitResult:
+    monitor = monitor_metric(model_config)
     best_epoch = best_epoch_of(history, monitor)
     logger.info(
         "best epoch %d of %d: %s=%.4f", best_epoch + 1, len(history[monitor]), monitor, history[monitor][best_epoch]

@@ -1,0 +1,58 @@
+"""Warm starts: a new model begins from another model's weights, layer by layer.
+
+The cheapest route to a better model on a small budget is to continue from the shipped one: its
+layers are named by `build_model`, so any model of the same width copies across, head by head.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fer_model.errors import ConfigError
+from fer_model.model import SILENCED_BIAS
+from fer_model.tasks import TASK_NAMES
+
+if TYPE_CHECKING:
+    import keras
+
+logger = logging.getLogger(__name__)
+
+
+def copy_matching_weights(model: keras.Model, source: str | os.PathLike[str]) -> list[str]:
+    """Copy weights from the `.keras` file (or model artifact folder) `source` into `model`, layer by layer.
+
+    Layers are matched by name and copied where every weight's shape matches. Head biases that
+    `silence_classes` pushed to `SILENCED_BIAS` are reset to 0, so the new run may learn those classes.
+
+    Returns:
+        The names of the layers copied.
+    """
+    import keras
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.is_file():
+        raise ConfigError(f"initial weights {source} not found; pass a .keras file or a model artifact folder")
+    other = keras.saving.load_model(path, compile=False)
+    by_name = {layer.name: layer for layer in other.layers}
+    copied = []
+    for layer in model.layers:
+        donor = by_name.get(layer.name)
+        if donor is None or not layer.weights:
+            continue
+        values = donor.get_weights()
+        if [v.shape for v in values] != [tuple(w.shape) for w in layer.weights]:
+            continue
+        if layer.name in TASK_NAMES:
+            values = [np.where(v <= SILENCED_BIAS / 2, 0.0, v).astype(v.dtype) if v.ndim == 1 else v for v in values]
+        layer.set_weights(values)
+        copied.append(layer.name)
+    logger.info("initial weights from %s: %d of %d layers with weights copied", path, len(copied),
+                sum(1 for layer in model.layers if layer.weights))
+    return copied
