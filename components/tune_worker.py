@@ -28,7 +28,8 @@ def tune_worker(
             expanded here, so the password can come from a Kubernetes Secret as an env var and never
             appears in the pipeline spec), or a journal file path for local runs.
         study_name: The study every worker shares.
-        worker_index: This worker's index in the ParallelFor; it samples with `seed + worker_index`.
+        worker_index: This worker's index in the ParallelFor, recorded on its trials (each trial samples
+            with a seed derived from the study's seed and the trial's number).
         tune_config: `TuneConfig` fields other than the study name and storage, as a JSON object
             (n_trials, epochs, width, objective, pruner, seed, ...); "" = their defaults.
         model_config: The run's `ModelConfig` as a JSON object ("" = its defaults).

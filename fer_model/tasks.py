@@ -61,7 +61,7 @@ def get_task(name: str) -> Task:
 def age_to_bin(age_years: int) -> int:
     """Index of the age bin (0-3, 4-19, 20-39, 40-69, 70+) for an age in whole years."""
     if age_years < 0:
-        raise ValueError(f"age must be >= 0, got {age_years}")
+        raise ConfigError(f"age must be a number of years >= 0, got {age_years!r}")
     bin_index = 0
     for i, start in enumerate(_AGE_BIN_STARTS):
         if age_years >= start:

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -215,15 +214,14 @@ def test_demo_settings_are_valid_pipeline_parameters() -> None:
     assert DEMO_PARAMS["sample_n"] > 0 and DEMO_PARAMS["deploy_dry_run"] is True
 
 
-def test_submit_to_an_unreachable_host_fails_fast_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+def test_submit_to_an_unreachable_host_fails_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     import socket
 
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    start = time.monotonic()
     rc = main(["pipeline", "submit", "--host", f"http://127.0.0.1:{port}", "-p", "tuning_storage=postgresql://x/y"])
-    assert rc == 2 and time.monotonic() - start < 10
+    assert rc == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("fer-mtl pipeline: error: cannot reach Kubeflow Pipelines at") and "\n" not in err
 
