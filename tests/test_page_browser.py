@@ -9,23 +9,20 @@ FER_MTL_WRITE_PAGE_PNG=1 to also refresh docs/page.png (the README's picture).
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 pytestmark = pytest.mark.browser
+requests = pytest.importorskip("requests")
+
+from tests._serve import Server, running_server  # noqa: E402  (needs requests)
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_BODY_MB = 1
@@ -55,51 +52,15 @@ def _skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
-@dataclass(frozen=True)
-class Server:
-    url: str
-    process: subprocess.Popen
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`fer-mtl serve` with the shipped model and the page on (its default), on a free loopback port."""
-    requests = pytest.importorskip("requests")
     reason = _missing()
     if reason:
         _skip_or_fail(reason)
-    port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    cmd = [sys.executable, "-m", "fer_cli", "serve", "--port", str(port), "--max-body-mb", str(MAX_BODY_MB)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    with log.open("wb") as out:
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"fer-mtl serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            with contextlib.suppress(requests.ConnectionError):
-                if requests.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"fer-mtl serve not ready after 180 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield Server(url=url, process=process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with running_server(log, "--max-body-mb", str(MAX_BODY_MB)) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,8 @@ import json
 import os
 import socket
 import struct
-import subprocess
-import sys
-import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +24,8 @@ import pytest
 
 requests = pytest.importorskip("requests")
 
+from tests._serve import Server, running_server  # noqa: E402  (needs requests)
+
 NAME = "fer-mtl"
 MAX_BODY_MB = 2
 MAX_IMAGES = 4
@@ -35,51 +33,11 @@ MAX_PIXELS = 4_000_000
 SIZE = 50
 
 
-@dataclass(frozen=True)
-class Server:
-    url: str
-    port: int
-    process: subprocess.Popen
-    log: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _running_server(model_dir: Path, log: Path, *extra: str) -> Iterator[Server]:
-    """`fer-mtl serve` on a free loopback port, until the block ends."""
-    port = _free_port()
-    fer_mtl = Path(sys.executable).with_name("fer-mtl")
-    cmd = [str(fer_mtl), "serve", "--model", str(model_dir), "--name", NAME, "--port", str(port), *extra]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    with log.open("wb") as out:
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"fer-mtl serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"fer-mtl serve not ready after 180 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield Server(url=url, port=port, process=process, log=log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    """`fer-mtl serve` of `model_dir` on a free loopback port, until the block ends."""
+    with running_server(log, "--model", str(model_dir), "--name", NAME, *extra) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
