@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compile_p.set_defaults(func=_compile)
 
     run_p = actions.add_parser("run", help="run the pipeline on this machine (kfp.local)")
-    run_p.add_argument("--local", action="store_true", help="run with kfp.local's subprocess runner (required)")
+    run_p.add_argument("--local", action="store_true", help="run on this machine with kfp.local (required)")
     run_p.add_argument("--out", default="pipeline-out", help="folder for the run's artifacts (default: %(default)s)")
     run_p.add_argument(
         "--runner", choices=("subprocess", "docker"), default="subprocess",

@@ -76,7 +76,7 @@ def test_no_secrets_and_a_trimmed_context(image: str) -> None:
     assert ignore[[line.strip() for line in ignore].index("*")] == "*"
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
     installed = {"fer_model", "fer_cli", "components", "pipelines"}
-    assert allowed == {"requirements.lock", "pyproject.toml", "README.md", *installed}
+    assert allowed == {"requirements.lock", "pyproject.toml", *installed}
 
 
 @pytest.mark.parametrize("image", IMAGES)

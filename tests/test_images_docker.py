@@ -244,7 +244,13 @@ def test_demo_pipeline_runs_in_the_images(images: str, tmp_path: Path) -> None:
         cmd += ["-p", f"{name}={value}"]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=3600)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-6000:]
-    root = tmp_path / "pipeline-root"
+    check_demo_run(tmp_path, DEMO_PARAMS)
+
+
+def check_demo_run(out: Path, params: dict[str, Any]) -> None:
+    """What a finished `--runner docker` demo left under `out`: every task's outputs, and the tuning
+    study the workers shared through the journal file on the mounted pipeline root."""
+    root = out / "pipeline-root"
     # The workers shared one study through the journal file on the mounted pipeline root.
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -253,12 +259,12 @@ def test_demo_pipeline_runs_in_the_images(images: str, tmp_path: Path) -> None:
     (study,) = optuna.get_all_study_summaries(storage)
     done_trials = optuna.load_study(study_name=study.study_name, storage=storage).get_trials(
         states=(optuna.trial.TrialState.COMPLETE,))
-    assert len(done_trials) == DEMO_PARAMS["tune_trials"]
+    assert len(done_trials) == params["tune_trials"]
     run_dir = next(p for p in root.iterdir() if p.is_dir())
     tasks = {m.parent.relative_to(run_dir).as_posix() for m in run_dir.rglob("executor_output.json")}
     for task in ("prepare", "select-best", "train", "evaluate", "gate", "deploy"):
         assert any(t == task or t.endswith("/" + task) for t in tasks), (task, sorted(tasks))
-    assert sum("tune-worker" in t for t in tasks) == DEMO_PARAMS["tune_workers"], sorted(tasks)
+    assert sum("tune-worker" in t for t in tasks) == params["tune_workers"], sorted(tasks)
 
 
 # --- the GPU training image (opt-in) ---------------------------------------------------------------
