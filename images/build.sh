@@ -82,6 +82,6 @@ for role in "${ROLES[@]}"; do
     start=$SECONDS
     # nice: builds share the machine with whatever else runs (tests, training).
     DOCKER_BUILDKIT=1 nice -n 10 "$DOCKER" build --network "$BUILD_NETWORK" "${SECRET[@]}" \
-        --build-arg "BASE=$BASE" -f "images/$role/Dockerfile" -t "$IMAGE_REGISTRY/$name:$IMAGE_TAG" .
+        --build-arg "BASE=$BASE" --label "io.fer-mtl.base=$BASE" -f "images/$role/Dockerfile" -t "$IMAGE_REGISTRY/$name:$IMAGE_TAG" .
     say "built $IMAGE_REGISTRY/$name:$IMAGE_TAG in $((SECONDS - start)) s"
 done

@@ -1,8 +1,8 @@
 """The container images, built and run: what a cluster would do with them, on this machine's Docker daemon.
 
 Marked `images`. Without a daemon the module skips with one line; under CI (env CI set) a missing
-daemon fails instead, so CI cannot pass without proving the images. The images are built (or found
-in the build cache) by images/build.sh, the script `make images` runs. Every container uses host
+daemon fails instead, so CI cannot pass without proving the images. The images come from `make images`
+(images/build.sh); each test module brings them up to date from the layer cache first. Every container uses host
 networking and every server binds 127.0.0.1: no traffic leaves loopback.
 
 The GPU training image (tensorflow[and-cuda], several GB) is checked only when FER_IMAGES_GPU=1:
@@ -60,17 +60,28 @@ def docker() -> str:
 
 
 def _build(docker: str, *roles: str) -> None:
-    """Build `roles` with images/build.sh (seconds when the build cache has them)."""
-    env = {**os.environ, "DOCKER": docker, "IMAGE_REGISTRY": REGISTRY, "IMAGE_TAG": TAG}
-    done = subprocess.run([str(REPO / "images" / "build.sh"), *roles], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=3600)
-    assert done.returncode == 0, done.stderr[-5000:]
+    """Bring `roles`' images up to date with images/build.sh, on the base each was built from.
 
-
-@pytest.fixture(scope="module")
-def images(docker: str) -> str:
-    _build(docker, "component", "predictor")
-    return docker
+    The images must exist (`make images`, which .ci/run runs before the tests): building them cold
+    needs PyPI and a base, which is the build's business, not a test's. An up-to-date image, or one
+    whose code alone changed, rebuilds from the layer cache in seconds without any network.
+    """
+    names = {"component": CPU_IMAGE, "predictor": PREDICTOR_IMAGE, "train-gpu": GPU_IMAGE}
+    bases = {}
+    for role in roles:
+        found = subprocess.run([docker, "image", "inspect", "-f", '{{index .Config.Labels "io.fer-mtl.base"}}',
+                                names[role]], capture_output=True, text=True, timeout=60)
+        if found.returncode != 0 or not found.stdout.strip():
+            reason = f"{names[role]} is not built here: run `make images` (or images/build.sh {role}) first"
+            if os.environ.get("CI"):
+                pytest.fail(f"{reason}; under CI the image tests must run")
+            pytest.skip(reason)
+        bases[role] = found.stdout.strip()
+    for role in roles:
+        env = {**os.environ, "DOCKER": docker, "IMAGE_REGISTRY": REGISTRY, "IMAGE_TAG": TAG, "BASE": bases[role]}
+        done = subprocess.run([str(REPO / "images" / "build.sh"), role], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=3600)
+        assert done.returncode == 0, done.stderr[-5000:]
 
 
 def _run(docker: str, image: str, *command: str, entrypoint: str | None = None) -> str:
