@@ -31,12 +31,13 @@ def _add_param_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_image_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--tuning-secret", default="fer-mtl-tuning-postgres", metavar="NAME",
-        help="Secret whose `password` key tune workers get as OPTUNA_DB_PASSWORD (default: %(default)s; "
-        "'' for none)",
-    )
+def _add_image_flags(parser: argparse.ArgumentParser, *, tuning_secret: bool = True) -> None:
+    if tuning_secret:  # a cluster setting: local runs read no Secret
+        parser.add_argument(
+            "--tuning-secret", default="fer-mtl-tuning-postgres", metavar="NAME",
+            help="Secret whose `password` key tune workers get as OPTUNA_DB_PASSWORD (default: %(default)s; "
+            "'' for none)",
+        )
     for role, env in _IMAGE_ENV.items():
         parser.add_argument(
             f"--{role}-image", metavar="IMAGE", help=f"{role} image (default: ${env}, else the pinned one)"
@@ -65,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="subprocess: tasks run in this Python environment; docker: each task in its image, "
         "built by `make images` (default: %(default)s)",
     )
-    _add_image_flags(run_p)
+    _add_image_flags(run_p, tuning_secret=False)
     _add_param_flag(run_p)
     run_p.set_defaults(func=_run)
 
