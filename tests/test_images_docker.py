@@ -84,6 +84,13 @@ def _build(docker: str, *roles: str) -> None:
         assert done.returncode == 0, done.stderr[-5000:]
 
 
+@pytest.fixture(scope="module")
+def images(docker: str) -> str:
+    """The client, once the component and predictor images are up to date."""
+    _build(docker, "component", "predictor")
+    return docker
+
+
 def _run(docker: str, image: str, *command: str, entrypoint: str | None = None) -> str:
     """Output of `command` in a throwaway container of `image` (host network, no capabilities)."""
     args = [docker, "run", "--rm", "--network", "host", "--cap-drop", "ALL"]
