@@ -12,7 +12,7 @@ def select_best(
     best: Output[Artifact],
     storage_url: str,
     study_name: str,
-    default_loss_weights: str = "",
+    train_config: str = "",
 ) -> str:
     """Read the finished study; return the best loss weights as a JSON object string.
 
@@ -22,7 +22,8 @@ def select_best(
             from (`source`: "study" or "default") and, for the study, the best value and trial.
         storage_url: The workers' storage URL or journal path (environment variables expanded).
         study_name: The study.
-        default_loss_weights: JSON {task: weight} returned when no trial completed ("" = the paper's).
+        train_config: The run's `TrainConfig` as a JSON object; its loss weights are returned when no
+            trial completed ("" = the defaults, the paper's).
 
     Returns:
         JSON {task: weight}, ready for the train component's `loss_weights`.
@@ -34,18 +35,11 @@ def select_best(
     import tempfile
     from pathlib import Path
 
-    from fer_model.errors import ConfigError
-    from fer_model.tasks import DEFAULT_LOSS_WEIGHTS
+    from fer_model.training import TrainConfig
     from fer_model.tuning import write_study_report
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        defaults = json.loads(default_loss_weights) if default_loss_weights.strip() else dict(DEFAULT_LOSS_WEIGHTS)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"`default_loss_weights` must be JSON like '{{\"emotion\": 2.0}}', got "
-                          f"{default_loss_weights!r}") from e
-    if not isinstance(defaults, dict):
-        raise ConfigError(f"`default_loss_weights` must be a JSON object, got {default_loss_weights!r}")
+    defaults = dict(TrainConfig.from_json(train_config).loss_weights)
 
     with tempfile.TemporaryDirectory() as tmp:
         out = write_study_report(storage=os.path.expandvars(storage_url), study_name=study_name, out_dir=tmp)
@@ -62,7 +56,7 @@ def select_best(
     if report["best"] is None:
         weights = defaults
         best.metadata["source"] = "default"
-        best.metadata["note"] = "no trial completed; returning default_loss_weights"
+        best.metadata["note"] = "no trial completed; returning train_config's loss weights"
         logging.getLogger(__name__).warning("study %s has no completed trial; using defaults %s", study_name, weights)
     else:
         weights = report["best"]["loss_weights"]

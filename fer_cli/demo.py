@@ -21,14 +21,14 @@ DEMO_PARAMS: dict[str, Any] = {
     # about three minutes on 2 CPU cores (the paper's full-width model trains at ~40 images/s there).
     "sample_n": 2400,
     "prepare_workers": 2,
-    "width": 0.5,
-    "epochs": 16,
-    "batch_size": 32,
-    "learning_rate": 1e-3,
-    "tune_trials": 4,
+    "model_config.width": 0.5,
+    "train_config.epochs": 16,
+    "train_config.batch_size": 32,
+    "train_config.learning_rate": 1e-3,
+    "tune_config.n_trials": 4,
     "tune_workers": 2,
-    "tune_epochs": 2,
-    "tune_width": 0.25,
+    "tune_config.epochs": 2,
+    "tune_config.width": 0.25,
     # Above chance (1/7) for emotion, so the gate really decides.
     "min_emotion_accuracy": 0.2,
     "deploy_model": True,
@@ -57,7 +57,8 @@ def _demo(args: argparse.Namespace) -> int:
     from fer_cli.pipeline import print_local_run
     from pipelines.runner import parse_assignments, run_local
 
-    params: dict[str, Any] = {**DEMO_PARAMS, "seed": args.seed, **parse_assignments(args.param)}
+    seeds = {name: args.seed for name in ("seed", "train_config.seed", "tune_config.seed")}
+    params: dict[str, Any] = {**DEMO_PARAMS, **seeds, **parse_assignments(args.param)}
     shown = ", ".join(f"{k}={v}" for k, v in params.items())
     print(f"fer-mtl demo: the full pipeline on generated sample data, with DEMO-SIZED settings ({shown}).")
     print("They prove the pipeline end to end on synthetic faces; the numbers are not a benchmark.\n", flush=True)

@@ -6,13 +6,28 @@ import argparse
 import json
 from pathlib import Path
 
+from fer_cli._flags import add_settings_flags, settings_from
 from fer_model.errors import ConfigError
 
 _RUN_NAMES = ("single_task", "multi_task", "multi_task_tuned")
 
 
+_MODEL_FLAGS = {"width": "width multiplier", "augment": "in-model augmentation (not in the paper's recipe)"}
+_TRAIN_FLAGS = {
+    "epochs": "maximum epochs",
+    "batch_size": "batch size",
+    "learning_rate": "Adam learning rate",
+    "label_smoothing": "label smoothing (paper: 0)",
+    "mixed_precision": "mixed_float16 (GPUs only)",
+    "seed": "random seed",
+}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `experiment run` and `experiment table`."""
+    from fer_model.model import ModelConfig
+    from fer_model.training import TrainConfig
+
     parser = subparsers.add_parser(
         "experiment", help="single-task vs multi-task comparison on one dataset artifact",
         description="Train and score the paper's comparison runs; gather their results into a table.",
@@ -24,14 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--runs", default="single_task,multi_task",
                      help=f"comma-separated, from {','.join(_RUN_NAMES)} (default: %(default)s)")
     run.add_argument("--tuned", help="best_params.json from `fer-mtl tune` (needed by multi_task_tuned)")
-    run.add_argument("--width", type=float, default=1.0, help="width multiplier (default: the paper's 1.0)")
-    run.add_argument("--epochs", type=int, default=100, help="maximum epochs (default: %(default)s)")
-    run.add_argument("--batch-size", type=int, default=32, help="batch size (default: %(default)s)")
-    run.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default: %(default)s)")
-    run.add_argument("--augment", action="store_true", help="in-model augmentation (not in the paper's recipe)")
-    run.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing (paper: 0)")
-    run.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPUs only)")
-    run.add_argument("--seed", type=int, default=0)
+    add_settings_flags(run, ModelConfig, _MODEL_FLAGS)
+    add_settings_flags(run, TrainConfig, _TRAIN_FLAGS)
     run.add_argument("--time-limit", type=float, help="stop each run after this many seconds (best weights kept)")
     run.add_argument("--machine", help="label recorded with every figure (default: host name)")
     run.set_defaults(func=_run)
@@ -66,10 +75,8 @@ def _run(args: argparse.Namespace) -> int:
     if "multi_task_tuned" in names and not args.tuned:
         raise ConfigError("--runs multi_task_tuned needs --tuned best_params.json (from `fer-mtl tune`)")
     runs = standard_runs(
-        model_config=ModelConfig(width=args.width, augment=args.augment),
-        train_config=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                                 seed=args.seed, label_smoothing=args.label_smoothing,
-                                 mixed_precision=args.mixed_precision),
+        model_config=ModelConfig(**settings_from(args, _MODEL_FLAGS)),
+        train_config=TrainConfig(**settings_from(args, _TRAIN_FLAGS)),
         tuned_loss_weights=_tuned_weights(args.tuned),
     )
     specs = {r.name: r for r in runs}

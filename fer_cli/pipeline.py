@@ -1,7 +1,7 @@
 """`fer-mtl pipeline`: compile the Kubeflow pipeline, run it locally, or submit it to a cluster.
 
     fer-mtl pipeline compile --out pipeline.yaml
-    fer-mtl pipeline run --local --out runs/local -p sample_n=200 -p epochs=3
+    fer-mtl pipeline run --local --out runs/local -p sample_n=200 -p train_config.epochs=3
     fer-mtl pipeline submit --host http://localhost:8080 -p sources=fer2013-csv:gs://b/fer2013.csv \
         -p tuning_storage='postgresql://optuna:${OPTUNA_DB_PASSWORD}@optuna-postgres:5432/optuna'
 
@@ -26,7 +26,7 @@ _IMAGE_ENV = {"cpu": "FER_CPU_IMAGE", "gpu": "FER_GPU_IMAGE", "predictor": "FER_
 def _add_param_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-p", "--param", action="append", default=[], metavar="NAME=VALUE",
-        help="a pipeline parameter (repeatable), e.g. -p epochs=3 -p sample_n=200; "
+        help="a pipeline parameter (repeatable), e.g. -p train_config.epochs=3 -p sample_n=200; "
         "`fer-mtl pipeline params` lists them",
     )
 

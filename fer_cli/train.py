@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
-import math
 
+from fer_cli._flags import add_settings_flags, settings_from
+from fer_model._settings import field_default
 from fer_model.errors import ConfigError
 from fer_model.tasks import TASK_NAMES
 
@@ -23,32 +25,23 @@ def parse_tasks(text: str) -> tuple[str, ...]:
     return tasks
 
 
-def parse_loss_weights(text: str) -> dict[str, float]:
-    """Parse "emotion=2,age=4" -> {"emotion": 2.0, "age": 4.0}; raises ConfigError on a malformed item."""
-    weights: dict[str, float] = {}
-    for item in (i.strip() for i in text.split(",")):
-        if not item:
-            continue
-        task, sep, value = item.partition("=")
-        task = task.strip()
-        if not sep or task not in TASK_NAMES:
-            raise ConfigError(
-                f"--loss-weights item {item!r} must be TASK=WEIGHT with TASK one of {','.join(TASK_NAMES)}"
-            )
-        try:
-            weight = float(value)
-        except ValueError:
-            raise ConfigError(f"--loss-weights item {item!r}: {value!r} is not a number") from None
-        if not math.isfinite(weight) or weight < 0:
-            raise ConfigError(f"--loss-weights item {item!r}: the weight must be a finite number >= 0")
-        weights[task] = weight
-    if not weights:
-        raise ConfigError(f"--loss-weights must look like emotion=2,age=4, got {text!r}")
-    return weights
+_TRAIN_FLAGS = {
+    "epochs": "maximum epochs",
+    "batch_size": "batch size",
+    "learning_rate": "Adam learning rate",
+    "seed": "random seed",
+    "mixed_precision": "mixed_float16 (GPUs only)",
+    "label_smoothing": "label smoothing in [0, 1)",
+    "class_weighting": "weight emotion classes by inverse frequency",
+}
+_MODEL_FLAGS = {"width": "layer width multiplier", "augment": "random flip/rotation/zoom/shift while training"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train` subcommand."""
+    from fer_model.model import ModelConfig
+    from fer_model.training import TrainConfig
+
     parser = subparsers.add_parser(
         "train",
         help="train the multi-task CNN on a dataset artifact",
@@ -56,47 +49,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--dataset", required=True, help="dataset artifact folder (from `fer-mtl prepare`)")
     parser.add_argument("--out", required=True, help="model artifact folder to write (replaced if it exists)")
-    parser.add_argument("--epochs", type=int, default=100, help="maximum epochs (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default: %(default)s)")
-    parser.add_argument("--width", type=float, default=1.0, help="layer width multiplier (default: %(default)s)")
+    add_settings_flags(parser, TrainConfig, _TRAIN_FLAGS)
+    add_settings_flags(parser, ModelConfig, _MODEL_FLAGS)
     parser.add_argument(
-        "--tasks", default=",".join(TASK_NAMES), help="comma-separated heads to train (default: %(default)s)"
+        "--tasks", default=",".join(field_default(ModelConfig, "tasks")),
+        help="comma-separated heads to train (default: %(default)s)",
     )
     parser.add_argument(
         "--loss-weights",
         default=None,
-        help="TASK=WEIGHT,... overriding the paper's (emotion=2,gender=0.1,race=1.5,age=4)",
+        help="TASK=WEIGHT,... (or a JSON object) overriding the paper's (emotion=2,gender=0.1,race=1.5,age=4)",
     )
-    parser.add_argument("--augment", action="store_true", help="random flip/rotation/zoom/shift while training")
-    parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPUs only)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing in [0, 1)")
-    parser.add_argument("--class-weighting", action="store_true", help="weight emotion classes by inverse frequency")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Validate the flags, train, and print where the artifact went."""
+    from fer_model._settings import parse_loss_weights
     from fer_model.model import ModelConfig
-    from fer_model.tasks import DEFAULT_LOSS_WEIGHTS
-    from fer_model.training import TrainConfig, monitor_metric, train
+    from fer_model.train_run import train
+    from fer_model.training import TrainConfig, monitor_metric
 
     # Configs are validated before TensorFlow is imported, so a bad flag fails fast.
-    model_config = ModelConfig(width=args.width, tasks=parse_tasks(args.tasks), augment=args.augment)
-    loss_weights = dict(DEFAULT_LOSS_WEIGHTS)
+    model_config = ModelConfig(tasks=parse_tasks(args.tasks), **settings_from(args, _MODEL_FLAGS))
+    train_config = TrainConfig(**settings_from(args, _TRAIN_FLAGS))
     if args.loss_weights is not None:
-        loss_weights.update(parse_loss_weights(args.loss_weights))
-    train_config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        loss_weights=loss_weights,
-        seed=args.seed,
-        mixed_precision=args.mixed_precision,
-        label_smoothing=args.label_smoothing,
-        class_weighting=args.class_weighting,
-    )
+        weights = parse_loss_weights(args.loss_weights, name="--loss-weights")
+        if not weights:
+            raise ConfigError(f"--loss-weights must look like emotion=2,age=4, got {args.loss_weights!r}")
+        train_config = dataclasses.replace(train_config, loss_weights={**train_config.loss_weights, **weights})
     result = train(dataset_dir=args.dataset, out_dir=args.out, model_config=model_config, train_config=train_config)
     monitor = monitor_metric(model_config)
     best = f", {monitor}={result.history[monitor][result.best_epoch]:.4f}" if monitor in result.history else ""

@@ -7,12 +7,27 @@ import json
 import logging
 import sys
 
+from fer_cli._flags import add_settings_flags, settings_from
+
 logger = logging.getLogger(__name__)
+
+
+_TUNE_FLAGS = {
+    "n_trials": "study-wide number of trials",
+    "objective": "validation metric to maximise",
+    "pruner": "stop unpromising trials early",
+    "epochs": "epochs per trial",
+    "width": "layer width multiplier of the trial models; None keeps the model's own",
+    "seed": "sampler and training seed; worker i samples with seed+i",
+    "timeout": "seconds after which workers start no new trial",
+}
+_TRAIN_FLAGS = {"batch_size": "batch size of every trial", "learning_rate": "learning rate of every trial"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `tune` subcommand."""
-    from fer_model.tuning.config import DEFAULT_WEIGHT_RANGE, OBJECTIVES, PRUNERS
+    from fer_model.training import TrainConfig
+    from fer_model.tuning.config import DEFAULT_WEIGHT_RANGE, TuneConfig
 
     parser = subparsers.add_parser(
         "tune",
@@ -28,22 +43,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="journal file (e.g. runs/tune.journal) or postgresql://user:password@host:5432/db",
     )
     parser.add_argument("--study", required=True, help="study name (rerun with the same name to resume)")
-    parser.add_argument("--trials", type=int, default=20, help="study-wide number of trials (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="local worker processes (default: %(default)s)")
-    parser.add_argument("--objective", choices=OBJECTIVES, default="emotion_accuracy",
-                        help="validation metric to maximise (default: %(default)s)")
-    parser.add_argument("--pruner", choices=PRUNERS, default="median",
-                        help="stop unpromising trials early (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=10, help="epochs per trial (default: %(default)s)")
-    parser.add_argument("--width", type=float, default=1.0, help="layer width multiplier (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="sampler seed; worker i uses seed+i (default: 0)")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds after which workers start no new trial")
+    add_settings_flags(parser, TuneConfig, _TUNE_FLAGS)
+    # The recipe every trial trains with (only the sampled loss weights change): what the run being
+    # tuned for will use. The model is ModelConfig's default, at the tuning width if one is set.
+    add_settings_flags(parser, TrainConfig, _TRAIN_FLAGS)
     parser.add_argument(
         "--weight-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=list(DEFAULT_WEIGHT_RANGE),
         help="log-uniform range of every task's loss weight (default: %(default)s)",
     )
-    parser.add_argument("--lr", type=float, default=3e-4, help="learning rate of every trial (default: %(default)s)")
     parser.add_argument("--lr-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
                         help="also search the learning rate in this log range")
     parser.add_argument("--out", default=None, help="write best_params.json, trials.csv and plots.html here")
@@ -66,19 +74,16 @@ def run(args: argparse.Namespace) -> int:
     from fer_model.tuning._storage import redact
     from fer_model.tuning.study import load_study, summarize
 
-    tune_config = TuneConfig(
-        study_name=args.study, storage=args.storage, n_trials=args.trials, objective=args.objective,
-        pruner=args.pruner, seed=args.seed, epochs=args.epochs, timeout=args.timeout,
-    )
+    tune_config = TuneConfig(study_name=args.study, storage=args.storage, **settings_from(args, _TUNE_FLAGS))
     search_space = SearchSpace(
         loss_weights={t: tuple(args.weight_range) for t in TASK_NAMES},
         learning_rate=tuple(args.lr_range) if args.lr_range else None,
     )
-    model_config = ModelConfig(width=args.width)
-    train_config = TrainConfig(batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed)
+    model_config = ModelConfig()
+    train_config = TrainConfig(seed=tune_config.seed, **settings_from(args, _TRAIN_FLAGS))
     # Our per-trial line replaces Optuna's own INFO line per trial.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    print(f"study {args.study} in {redact(args.storage)}: {args.trials} trials, {args.workers} worker(s), "
+    print(f"study {args.study} in {redact(args.storage)}: {args.n_trials} trials, {args.workers} worker(s), "
           f"objective {args.objective}, pruner {args.pruner}", flush=True)
     run_workers(
         workers=args.workers, dataset_dir=args.dataset, tune_config=tune_config, search_space=search_space,

@@ -1,4 +1,4 @@
-"""Keras objects for masked multi-task training: loss, accuracy metric, learning-rate floor.
+"""Keras objects for masked multi-task training: the masked loss and accuracy metric.
 
 Written with `keras.ops` only (every backend). The loss and metric are registered serialisable
 under the package "fer_model", so a compiled model saved with them reloads once this module is
@@ -89,21 +89,3 @@ class MaskedAccuracy(keras.metrics.Metric):
     def result(self) -> Any:
         return ops.divide_no_nan(self.correct, self.count)
 
-
-class LearningRateFloor(keras.callbacks.Callback):
-    """Stops training at the end of the first epoch whose learning rate is below `min_lr`.
-
-    Put it after ReduceLROnPlateau in the callback list so it sees that epoch's reduction.
-    """
-
-    def __init__(self, min_lr: float) -> None:
-        super().__init__()
-        self.min_lr = float(min_lr)
-        self.stopped_epoch: int | None = None
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        lr = float(ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        if lr < self.min_lr:
-            logger.info("learning rate %.3g < %.3g after epoch %d: stopping", lr, self.min_lr, epoch + 1)
-            self.stopped_epoch = epoch
-            self.model.stop_training = True

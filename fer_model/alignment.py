@@ -17,12 +17,13 @@ import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import cv2
 import numpy as np
 
+from fer_model._settings import Settings, check_bool, is_number
 from fer_model.errors import ConfigError, DataError, FerError
 from fer_model.images import DEFAULT_MAX_PIXELS, decode_image, to_gray
 
@@ -45,7 +46,7 @@ _MAX_PAIR_TILT = 35.0
 
 
 @dataclass(frozen=True)
-class AlignConfig:
+class AlignConfig(Settings):
     """How faces are found, levelled and cropped.
 
     Detection cost is set by the smallest face searched for (the first, largest pyramid levels)
@@ -88,6 +89,7 @@ class AlignConfig:
     def __post_init__(self) -> None:
         _check_range("size", self.size, 8, 1024)
         _check_range("max_angle", self.max_angle, 0, 45)
+        check_bool("eye_alignment", self.eye_alignment)
         _check_choice("face_cascade", self.face_cascade, _FACE_CASCADES)
         _check_choice("eye_cascade", self.eye_cascade, _EYE_CASCADES)
         _check_range("min_face_size", self.min_face_size, 8, 4096)
@@ -100,22 +102,9 @@ class AlignConfig:
         _check_range("eye_min_neighbors", self.eye_min_neighbors, 0, 50)
         _check_range("crop_scale", self.crop_scale, 0.5, 2.0)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready fields (for manifests and model config.json)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> AlignConfig:
-        """Inverse of `to_dict`; unknown keys are an error, not silently dropped."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown alignment settings {unknown}; expected some of {sorted(known)}")
-        return cls(**values)
-
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+    if not is_number(value) or not low <= value <= high:
         raise ConfigError(f"`{name}` must be in [{low}, {high}], got {value!r}")
 
 

@@ -208,3 +208,12 @@ def load_dataset(path: str | os.PathLike[str], *, mmap: bool = True, verify: boo
         raise ArtifactError(f"{root} has an unreadable array file: {e}") from e
     manifest["_sha256"] = hashlib.sha256(raw).hexdigest()
     return Dataset(images=images, labels=labels, split=split, manifest=manifest, path=root)
+
+
+def alignment_settings(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The alignment settings recorded in a dataset manifest (its `alignment.config` if present)."""
+    alignment = manifest.get("alignment") or {}
+    for key in ("config", "settings"):
+        if isinstance(alignment.get(key), Mapping):
+            return dict(alignment[key])
+    return dict(alignment)

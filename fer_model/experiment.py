@@ -81,30 +81,6 @@ def labelled_view(dataset: Dataset, tasks: Sequence[str]) -> Dataset:
     )
 
 
-def _time_limit(seconds: float) -> Any:
-    import keras
-
-    class TimeLimit(keras.callbacks.Callback):
-        """Stops after the epoch that crosses the budget; EarlyStopping still restores the best weights.
-
-        The clock starts after the first training step: XLA compilation (over a minute when several
-        runs share a machine) would otherwise eat the budget of the slower-compiling runs.
-        """
-
-        start: float | None = None
-
-        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-            if self.start is None:
-                self.start = time.monotonic()
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            if self.start is not None and time.monotonic() - self.start > seconds:
-                logger.info("time limit of %.0f s reached after epoch %d", seconds, epoch + 1)
-                self.model.stop_training = True
-
-    return TimeLimit()
-
-
 def _environment(label: str | None) -> dict[str, str]:
     import keras
 
@@ -128,13 +104,15 @@ def run_one(
     machine: str | None = None,
 ) -> dict[str, Any]:
     """Train, save, evaluate one run; write and return its result row."""
+    from fer_model.callbacks import TimeLimit
     from fer_model.evaluation import evaluate
-    from fer_model.training import fit, save_fit
+    from fer_model.train_run import save_fit
+    from fer_model.training import fit
 
     run_dir = Path(out_dir) / spec.name
     dataset = load_dataset(dataset_dir)
     view = labelled_view(dataset, spec.model_config.tasks)
-    callbacks = [_time_limit(time_limit_s)] if time_limit_s else []
+    callbacks = [TimeLimit(time_limit_s)] if time_limit_s else []
     started = time.monotonic()
     result = fit(view, model_config=spec.model_config, train_config=spec.train_config, callbacks=callbacks)
     seconds = time.monotonic() - started

@@ -8,11 +8,11 @@ KERAS_BACKEND=tensorflow, jax or torch. The model takes raw uint8-valued pixels;
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from fer_model._settings import Settings, check_bool, check_int, is_number
 from fer_model.errors import ConfigError
 from fer_model.tasks import TASK_NAMES, get_task
 
@@ -34,7 +34,7 @@ _TRANSLATION_FACTOR = 0.1
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Settings):
     """Architecture settings.
 
     Attributes:
@@ -55,10 +55,8 @@ class ModelConfig:
     l2: float | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.width, bool) or not isinstance(self.width, int | float) or not self.width > 0:
-            raise ConfigError(f"`width` must be > 0, got {self.width!r}")
-        if not math.isfinite(self.width):
-            raise ConfigError(f"`width` must be finite, got {self.width!r}")
+        if not is_number(self.width) or not self.width > 0:
+            raise ConfigError(f"`width` must be > 0, got {self.width!r} (a finite number)")
         if isinstance(self.tasks, str):
             raise ConfigError(f"`tasks` must be a sequence of task names, got the string {self.tasks!r}")
         tasks = tuple(self.tasks)
@@ -71,19 +69,17 @@ class ModelConfig:
             raise ConfigError(f"`tasks` has duplicates: {list(tasks)}")
         # Canonical order, so head order (and config equality) never depends on how the caller listed them.
         object.__setattr__(self, "tasks", tuple(t for t in TASK_NAMES if t in tasks))
-        if not isinstance(self.augment, bool):
-            raise ConfigError(f"`augment` must be a bool, got {self.augment!r}")
+        check_bool("augment", self.augment)
         # Three 2x2 max-pools need at least 8 pixels to leave a 1x1 map.
-        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 8:
-            raise ConfigError(f"`image_size` must be an int >= 8, got {self.image_size!r}")
+        check_int("image_size", self.image_size, minimum=8)
         dropout = tuple(self.dropout)
         if len(dropout) != 4:
             raise ConfigError(f"`dropout` must have 4 rates (3 conv blocks + dense), got {len(dropout)}")
         for rate in dropout:
-            if not isinstance(rate, int | float) or not 0.0 <= rate < 1.0:
+            if not is_number(rate) or not 0.0 <= rate < 1.0:
                 raise ConfigError(f"`dropout` rates must be in [0, 1), got {list(dropout)}")
         object.__setattr__(self, "dropout", tuple(float(r) for r in dropout))
-        if self.l2 is not None and (not isinstance(self.l2, int | float) or not 0.0 <= self.l2 < math.inf):
+        if self.l2 is not None and (not is_number(self.l2) or not self.l2 >= 0.0):
             raise ConfigError(f"`l2` must be None or a finite value >= 0, got {self.l2!r}")
 
     def scaled(self, units: int) -> int:

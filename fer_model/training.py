@@ -9,18 +9,16 @@ Data are fed as numpy arrays, so `fit` runs under every Keras backend.
 from __future__ import annotations
 
 import logging
-import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fer_model._settings import Settings, check_bool, check_int, check_loss_weights, is_number
 from fer_model.errors import ConfigError
 from fer_model.model import ModelConfig, build_model, silence_classes
-from fer_model.tasks import DEFAULT_LOSS_WEIGHTS, MISSING, TASK_NAMES, get_task
+from fer_model.tasks import DEFAULT_LOSS_WEIGHTS, MISSING, get_task
 
 if TYPE_CHECKING:
     import keras
@@ -31,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Settings):
     """Training hyper-parameters (defaults follow the paper's official recipe).
 
     Attributes:
@@ -71,33 +69,23 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
-            _check_int(name, getattr(self, name), minimum=1)
+            check_int(name, getattr(self, name), minimum=1)
         for name in ("early_stopping_patience", "reduce_lr_patience", "seed"):
-            _check_int(name, getattr(self, name), minimum=0)
+            check_int(name, getattr(self, name), minimum=0)
         for name in ("learning_rate", "min_lr"):
             value = getattr(self, name)
-            if not _is_number(value) or not 0 < value < math.inf:
+            if not is_number(value) or not value > 0:
                 raise ConfigError(f"`{name}` must be a finite number > 0, got {value!r}")
-        if not _is_number(self.reduce_lr_factor) or not 0 < self.reduce_lr_factor < 1:
+        if not is_number(self.reduce_lr_factor) or not 0 < self.reduce_lr_factor < 1:
             raise ConfigError(f"`reduce_lr_factor` must be in (0, 1), got {self.reduce_lr_factor!r}")
-        if not _is_number(self.label_smoothing) or not 0 <= self.label_smoothing < 1:
+        if not is_number(self.label_smoothing) or not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"`label_smoothing` must be in [0, 1), got {self.label_smoothing!r}")
         if self.verbose not in (0, 1, 2):
             raise ConfigError(f"`verbose` must be 0, 1 or 2, got {self.verbose!r}")
         for name in ("mixed_precision", "class_weighting", "jit_compile"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"`{name}` must be a bool, got {getattr(self, name)!r}")
-        if not isinstance(self.loss_weights, Mapping):
-            raise ConfigError(f"`loss_weights` must be a mapping task -> weight, got {self.loss_weights!r}")
-        weights: dict[str, float] = {}
-        for task, weight in self.loss_weights.items():
-            if task not in TASK_NAMES:
-                raise ConfigError(f"`loss_weights` has unknown task {task!r}; expected some of {TASK_NAMES}")
-            if not _is_number(weight) or not 0 <= weight < math.inf:
-                raise ConfigError(f"`loss_weights[{task!r}]` must be a finite number >= 0, got {weight!r}")
-            weights[task] = float(weight)
+            check_bool(name, getattr(self, name))
         # A private copy, so mutating the caller's dict cannot change a frozen config.
-        object.__setattr__(self, "loss_weights", weights)
+        object.__setattr__(self, "loss_weights", check_loss_weights(self.loss_weights))
 
     def weights_for(self, tasks: Sequence[str]) -> dict[str, float]:
         """Loss weight of each of `tasks` (1.0 for a task `loss_weights` does not mention)."""
@@ -112,24 +100,6 @@ class FitResult:
     history: dict[str, list[float]]
     best_epoch: int
     untrained_classes: dict[str, list[str]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What `train` returns. `best_epoch` is a 0-based index into the `history` lists."""
-
-    model_dir: Path
-    history: dict[str, list[float]]
-    best_epoch: int
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
-
-
-def _check_int(name: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"`{name}` must be an int >= {minimum}, got {value!r}")
 
 
 def monitor_metric(model_config: ModelConfig) -> str:
@@ -173,7 +143,7 @@ def _to_arrays(
 
 def learning_rate_floor(min_lr: float) -> keras.callbacks.Callback:
     """A callback that stops training at the end of the first epoch whose learning rate is below `min_lr`."""
-    from fer_model._keras_objects import LearningRateFloor
+    from fer_model.callbacks import LearningRateFloor
 
     return LearningRateFloor(min_lr)
 
@@ -317,51 +287,3 @@ def best_epoch_of(history: Mapping[str, Sequence[float]], monitor: str) -> int:
         raise ConfigError(f"history has no {monitor!r} values; keys are {sorted(history)}")
     return int(np.argmax(np.asarray(values, dtype=np.float64)))
 
-
-def train(
-    *,
-    dataset_dir: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    model_config: ModelConfig,
-    train_config: TrainConfig,
-) -> TrainResult:
-    """Load a dataset artifact, fit a model on it and write the model artifact to `out_dir`."""
-    from fer_model.dataset import load_dataset
-
-    dataset = load_dataset(dataset_dir)
-    result = fit(dataset, model_config=model_config, train_config=train_config)
-    return save_fit(result, dataset=dataset, out_dir=out_dir, model_config=model_config, train_config=train_config)
-
-
-def save_fit(
-    result: FitResult,
-    *,
-    dataset: Dataset,
-    out_dir: str | os.PathLike[str],
-    model_config: ModelConfig,
-    train_config: TrainConfig,
-) -> TrainResult:
-    """Write the model artifact of a `fit` on `dataset` (its manifest hash and alignment recorded)."""
-    from fer_model.model_artifact import save_model_artifact
-
-    model_dir = save_model_artifact(
-        out_dir,
-        model=result.model,
-        model_config=model_config,
-        train_config=train_config,
-        history=result.history,
-        best_epoch=result.best_epoch,
-        dataset_manifest_sha256=dataset.manifest_sha256,
-        alignment=alignment_settings(dataset.manifest),
-        untrained_classes=result.untrained_classes,
-    )
-    return TrainResult(model_dir=model_dir, history=result.history, best_epoch=result.best_epoch)
-
-
-def alignment_settings(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """The alignment settings recorded in a dataset manifest (its `alignment.config` if present)."""
-    alignment = manifest.get("alignment") or {}
-    for key in ("config", "settings"):
-        if isinstance(alignment.get(key), Mapping):
-            return dict(alignment[key])
-    return dict(alignment)

@@ -10,7 +10,9 @@ another registry without anything reading the environment at import time.
 """
 
 # No `from __future__ import annotations`: KFP reads the pipeline signature's real types.
+import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -19,7 +21,12 @@ from kfp import dsl
 
 from components import deploy, evaluate, gate, prepare, select_best, train, tune_worker, worker_indices
 from components._images import CPU_IMAGE, GPU_IMAGE, PREDICTOR_IMAGE
+from fer_model._settings import Settings, defaults
 from fer_model.errors import ConfigError
+from fer_model.model import ModelConfig
+from fer_model.release.deploy import Resources
+from fer_model.training import TrainConfig
+from fer_model.tuning.config import TuneConfig
 
 logger = logging.getLogger(__name__)
 
@@ -41,28 +48,18 @@ class PipelineImages:
                 raise ConfigError(f"`{role}` image must be a pinned reference like REGISTRY/NAME:TAG, got {image!r}")
 
 
-@dataclass(frozen=True)
-class Resources:
-    """Kubernetes requests and limits of one task (CPU in cores, memory with a unit, e.g. "4G")."""
-
-    cpu_request: str
-    cpu_limit: str
-    memory_request: str
-    memory_limit: str
-
-
 # Sized for the paper-width model on FER2013 + RAF-DB (~45k faces): prepare and evaluation are
 # bounded by alignment and inference over the whole set; train holds the arrays (~110 MB) plus TF.
 DEFAULT_RESOURCES: MappingProxyType[str, Resources] = MappingProxyType(
     {
-        "prepare": Resources("2", "4", "4G", "8G"),
-        "worker-indices": Resources("100m", "500m", "256M", "512M"),
-        "tune-worker": Resources("4", "8", "8G", "16G"),
-        "select-best": Resources("500m", "1", "1G", "2G"),
-        "train": Resources("4", "8", "16G", "32G"),
-        "evaluate": Resources("2", "4", "4G", "8G"),
-        "gate": Resources("250m", "1", "512M", "1G"),
-        "deploy": Resources("250m", "1", "512M", "1G"),
+        "prepare": Resources(cpu_request="2", cpu_limit="4", memory_request="4G", memory_limit="8G"),
+        "worker-indices": Resources(cpu_request="100m", cpu_limit="500m", memory_request="256M", memory_limit="512M"),
+        "tune-worker": Resources(cpu_request="4", cpu_limit="8", memory_request="8G", memory_limit="16G"),
+        "select-best": Resources(cpu_request="500m", cpu_limit="1", memory_request="1G", memory_limit="2G"),
+        "train": Resources(cpu_request="4", cpu_limit="8", memory_request="16G", memory_limit="32G"),
+        "evaluate": Resources(cpu_request="2", cpu_limit="4", memory_request="4G", memory_limit="8G"),
+        "gate": Resources(cpu_request="250m", cpu_limit="1", memory_request="512M", memory_limit="1G"),
+        "deploy": Resources(cpu_request="250m", cpu_limit="1", memory_request="512M", memory_limit="1G"),
     }
 )
 
@@ -125,6 +122,93 @@ def _secret_as_env(task: Any, *, secret: str, key: str, env: str) -> None:
     )
 
 
+#: The settings each step gets as one JSON object, by pipeline parameter name. Their defaults are
+#: the dataclasses' own; `tune_config` holds every `TuneConfig` field but the study name and
+#: storage, which the run supplies (its id, `tuning_storage`).
+STEP_CONFIGS: MappingProxyType[str, type[Settings]] = MappingProxyType(
+    {"model_config": ModelConfig, "train_config": TrainConfig, "tune_config": TuneConfig}
+)
+# Stand-ins for the run-time study fields, only so a `tune_config` can be validated before a run.
+_RUN_FILLS = {"study_name": "pipeline-run", "storage": "pipeline-run.journal"}
+
+
+def step_config_json(name: str, values: Mapping[str, Any]) -> str:
+    """Validate one step's settings (`name` a key of STEP_CONFIGS) and return them as JSON."""
+    cls = STEP_CONFIGS[name]
+    if name == "tune_config":
+        config = cls.from_dict({**values, **_RUN_FILLS}).to_dict()
+        return json.dumps({k: v for k, v in config.items() if k not in _RUN_FILLS}, sort_keys=True)
+    return cls.from_dict(values).to_json()
+
+
+def _default_json(name: str) -> str:
+    return step_config_json(name, defaults(STEP_CONFIGS[name]))
+
+
+def _prepare_step(*, sources: Any, sample_n: Any, align: Any, split_mode: Any, limit: Any, workers: Any, seed: Any,
+                  images: PipelineImages, policy: TaskPolicy) -> Any:
+    prep = prepare(
+        sources=sources, sample_n=sample_n, align=align, split_mode=split_mode, limit=limit, workers=workers,
+        seed=seed,
+    ).set_display_name("prepare dataset")
+    return _configure(prep, "prepare", image=images.cpu, policy=policy)
+
+
+def _tune_steps(*, dataset: Any, storage: Any, workers: Any, tune_config: Any, model_config: Any, train_config: Any,
+                images: PipelineImages, policy: TaskPolicy, tuning_secret: str | None) -> Any:
+    """Tune workers in a ParallelFor, all in one study, then the best loss weights; returns select_best's task."""
+    # One Optuna study per run, named by the run's id, shared by every worker.
+    study_name = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+    fan_out = worker_indices(n=workers).set_display_name("tuning workers")
+    _configure(fan_out, "worker-indices", image=images.cpu, policy=policy)
+    with dsl.ParallelFor(fan_out.output) as worker_index:
+        # Trials train with the run's own model and training settings: the weights are tuned for
+        # the recipe the train step then uses.
+        tune = tune_worker(
+            dataset=dataset, storage_url=storage, study_name=study_name, worker_index=worker_index,
+            tune_config=tune_config, model_config=model_config, train_config=train_config,
+        ).set_display_name("tune loss weights")
+        # Trials land in the shared study, so a cached worker would only skip its share.
+        _configure(tune, "tune-worker", image=images.cpu, policy=policy, cache=False)
+        if tuning_secret:
+            _secret_as_env(tune, secret=tuning_secret, key="password", env=TUNING_PASSWORD_ENV)
+    best = select_best(
+        storage_url=storage, study_name=study_name, train_config=train_config
+    ).set_display_name("select best loss weights")
+    best.after(tune)
+    return _configure(best, "select-best", image=images.cpu, policy=policy, cache=False)
+
+
+def _train_step(*, dataset: Any, model_config: Any, train_config: Any, loss_weights: Any,
+                images: PipelineImages, policy: TaskPolicy) -> Any:
+    fit = train(
+        dataset=dataset, model_config=model_config, train_config=train_config, loss_weights=loss_weights
+    ).set_display_name("train (GPU)")
+    _configure(fit, "train", image=images.gpu, policy=policy)
+    return fit.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+
+
+def _release_steps(*, model: Any, dataset: Any, eval_split: Any, min_emotion_accuracy: Any, serving_metrics_uri: Any,
+                   deploy_model: Any, service: Mapping[str, Any], images: PipelineImages, policy: TaskPolicy) -> None:
+    """evaluate -> gate -> deploy, the last only when asked for and the gate passes."""
+    score = evaluate(model=model, dataset=dataset, split=eval_split).set_display_name("evaluate")
+    _configure(score, "evaluate", image=images.cpu, policy=policy)
+    decide = gate(
+        candidate_metrics=score.outputs["metrics"],
+        min_emotion_accuracy=min_emotion_accuracy,
+        serving_metrics_uri=serving_metrics_uri,
+    ).set_display_name("gate")
+    # The serving model's metrics change between runs under the same URI: never cache.
+    _configure(decide, "gate", image=images.cpu, policy=policy, cache=False)
+    # `== True` builds a KFP condition expression; `is True` would be evaluated by Python now.
+    with (
+        dsl.If(deploy_model == True, name="deploy-requested"),  # noqa: E712
+        dsl.If(decide.outputs["Output"] == True, name="gate-passed"),  # noqa: E712
+    ):
+        ship = deploy(model=model, image=images.predictor, **service).set_display_name("deploy (KServe)")
+        _configure(ship, "deploy", image=images.cpu, policy=policy, cache=False)
+
+
 def build_pipeline(
     *,
     images: PipelineImages | None = None,
@@ -141,6 +225,7 @@ def build_pipeline(
     """
     images = images or PipelineImages()
     policy = policy or TaskPolicy()
+    steps = {"images": images, "policy": policy}
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -155,18 +240,10 @@ def build_pipeline(
         limit: int = 0,
         prepare_workers: int = 4,
         seed: int = 0,
-        epochs: int = 100,
-        batch_size: int = 32,
-        learning_rate: float = 3e-4,
-        width: float = 1.0,
-        augment: bool = False,
-        mixed_precision: bool = False,
-        early_stopping_patience: int = 12,
-        loss_weights: str = '{"emotion": 2.0, "gender": 0.1, "race": 1.5, "age": 4.0}',
-        tune_trials: int = 20,
+        model_config: str = _default_json("model_config"),
+        train_config: str = _default_json("train_config"),
+        tune_config: str = _default_json("tune_config"),
         tune_workers: int = 2,
-        tune_epochs: int = 15,
-        tune_width: float = 0.5,
         tuning_storage: str = "",
         eval_split: str = "test",
         min_emotion_accuracy: float = 0.6,
@@ -178,87 +255,33 @@ def build_pipeline(
         deploy_dry_run: bool = False,
     ) -> None:
         """Parameters: `sources` comma-separated KIND:PATH (PATH local or gs://); `sample_n` > 0
-        adds that many generated faces; `loss_weights` JSON {task: weight}, used when no tuning
-        trial completes; `tune_trials` study-wide, shared by `tune_workers` parallel workers through
+        adds that many generated faces; `seed` seeds the data split; `model_config`,
+        `train_config` and `tune_config` are JSON objects of ModelConfig, TrainConfig and
+        TuneConfig fields (the train and tune steps get the same model and training settings;
+        `train_config`'s loss weights are used when no tuning trial completes); `tune_config`'s
+        `n_trials` is study-wide, shared by `tune_workers` parallel workers through
         `tuning_storage` (postgresql:// URL on a cluster, a journal file locally); the model is
         deployed only when `deploy_model` is true and the gate passes."""
-        prep = prepare(
-            sources=sources,
-            sample_n=sample_n,
-            align=align,
-            split_mode=split_mode,
-            limit=limit,
-            workers=prepare_workers,
-            seed=seed,
-        ).set_display_name("prepare dataset")
-        _configure(prep, "prepare", image=images.cpu, policy=policy)
-
-        # One Optuna study per run, named by the run's id, shared by every worker.
-        study_name = dsl.PIPELINE_JOB_ID_PLACEHOLDER
-        fan_out = worker_indices(n=tune_workers).set_display_name("tuning workers")
-        _configure(fan_out, "worker-indices", image=images.cpu, policy=policy)
-        with dsl.ParallelFor(fan_out.output) as worker_index:
-            tune = tune_worker(
-                dataset=prep.outputs["dataset"],
-                storage_url=tuning_storage,
-                study_name=study_name,
-                n_trials=tune_trials,
-                epochs=tune_epochs,
-                width=tune_width,
-                seed=seed,
-                worker_index=worker_index,
-            ).set_display_name("tune loss weights")
-            # Trials land in the shared study, so a cached worker would only skip its share.
-            _configure(tune, "tune-worker", image=images.cpu, policy=policy, cache=False)
-            if tuning_secret:
-                _secret_as_env(tune, secret=tuning_secret, key="password", env=TUNING_PASSWORD_ENV)
-        best = select_best(
-            storage_url=tuning_storage, study_name=study_name, default_loss_weights=loss_weights
-        ).set_display_name("select best loss weights")
-        best.after(tune)
-        _configure(best, "select-best", image=images.cpu, policy=policy, cache=False)
-
-        fit = train(
-            dataset=prep.outputs["dataset"],
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            loss_weights=best.outputs["Output"],
-            width=width,
-            augment=augment,
-            early_stopping_patience=early_stopping_patience,
-            mixed_precision=mixed_precision,
-            seed=seed,
-        ).set_display_name("train (GPU)")
-        _configure(fit, "train", image=images.gpu, policy=policy)
-        fit.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
-
-        score = evaluate(
-            model=fit.outputs["model"], dataset=prep.outputs["dataset"], split=eval_split
-        ).set_display_name("evaluate")
-        _configure(score, "evaluate", image=images.cpu, policy=policy)
-
-        decide = gate(
-            candidate_metrics=score.outputs["metrics"],
-            min_emotion_accuracy=min_emotion_accuracy,
-            serving_metrics_uri=serving_metrics_uri,
-        ).set_display_name("gate")
-        # The serving model's metrics change between runs under the same URI: never cache.
-        _configure(decide, "gate", image=images.cpu, policy=policy, cache=False)
-        # `== True` builds a KFP condition expression; `is True` would be evaluated by Python now.
-        with (
-            dsl.If(deploy_model == True, name="deploy-requested"),  # noqa: E712
-            dsl.If(decide.outputs["Output"] == True, name="gate-passed"),  # noqa: E712
-        ):
-            ship = deploy(
-                model=fit.outputs["model"],
-                name=service_name,
-                namespace=service_namespace,
-                image=images.predictor,
-                canary_traffic_percent=canary_traffic_percent,
-                dry_run=deploy_dry_run,
-            ).set_display_name("deploy (KServe)")
-            _configure(ship, "deploy", image=images.cpu, policy=policy, cache=False)
+        prep = _prepare_step(
+            sources=sources, sample_n=sample_n, align=align, split_mode=split_mode, limit=limit,
+            workers=prepare_workers, seed=seed, **steps,
+        )
+        dataset = prep.outputs["dataset"]
+        best = _tune_steps(
+            dataset=dataset, storage=tuning_storage, workers=tune_workers, tune_config=tune_config,
+            model_config=model_config, train_config=train_config, tuning_secret=tuning_secret, **steps,
+        )
+        fit = _train_step(
+            dataset=dataset, model_config=model_config, train_config=train_config,
+            loss_weights=best.outputs["Output"], **steps,
+        )
+        _release_steps(
+            model=fit.outputs["model"], dataset=dataset, eval_split=eval_split,
+            min_emotion_accuracy=min_emotion_accuracy, serving_metrics_uri=serving_metrics_uri,
+            deploy_model=deploy_model, **steps,
+            service={"name": service_name, "namespace": service_namespace,
+                     "canary_traffic_percent": canary_traffic_percent, "dry_run": deploy_dry_run},
+        )
 
     return fer_pipeline
 

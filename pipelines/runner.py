@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fer_model._settings import parse_json_object
 from fer_model.errors import ConfigError, FerError, StorageError
 
 logger = logging.getLogger(__name__)
@@ -69,17 +70,43 @@ def pipeline_inputs() -> dict[str, tuple[str, Any]]:
 def coerce_params(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Check parameter names against the pipeline and convert text values to their declared types.
 
+    A step's JSON settings can also be set one field at a time: `train_config.epochs=3` is laid over
+    `train_config` (the value given, else the pipeline's default). Values are read as JSON where they
+    parse (3, 0.5, true, [..]) and as text otherwise; every step config is validated here.
+
     Raises:
         ConfigError: an unknown name, or a value that is not of the parameter's type.
     """
+    from pipelines.fer_pipeline import STEP_CONFIGS, step_config_json
+
     inputs = pipeline_inputs()
     out: dict[str, Any] = {}
+    fields: dict[str, dict[str, Any]] = {}
     for name, value in raw.items():
-        if name not in inputs:
-            raise ConfigError(f"unknown pipeline parameter {name!r}; expected one of {sorted(inputs)}")
-        kind = inputs[name][0]
-        out[name] = _coerce(name, kind, value)
+        section, dot, key = name.partition(".")
+        if dot and section in STEP_CONFIGS:
+            fields.setdefault(section, {})[key] = _json_value(value)
+        elif name not in inputs:
+            raise ConfigError(
+                f"unknown pipeline parameter {name!r}; expected one of {sorted(inputs)}, or a field of a step's "
+                f"settings such as train_config.epochs"
+            )
+        else:
+            out[name] = _coerce(name, inputs[name][0], value)
+    for section in STEP_CONFIGS:
+        if section in out or section in fields:
+            base = parse_json_object(out.get(section, inputs[section][1]), name=section)
+            out[section] = step_config_json(section, {**base, **fields.get(section, {})})
     return out
+
+
+def _json_value(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
 
 
 def _coerce(name: str, kind: str, value: Any) -> Any:
@@ -111,7 +138,10 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
 
 
 def parse_assignments(items: list[str] | None) -> dict[str, str]:
-    """`["epochs=3", "sources=a,b"]` -> {"epochs": "3", "sources": "a,b"} (only the first "=" splits)."""
+    """`["train_config.epochs=3", "sources=a,b"]` -> {"train_config.epochs": "3", "sources": "a,b"}.
+
+    Only the first "=" splits, so values may hold "=".
+    """
     out: dict[str, str] = {}
     for item in items or []:
         name, sep, value = item.partition("=")

@@ -167,7 +167,7 @@ def test_config_is_validated(kwargs: dict, match: str) -> None:
 def test_config_round_trips_through_dict() -> None:
     config = AlignConfig(size=48, max_angle=5.0, eye_alignment=False)
     assert AlignConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ConfigError, match=r"unknown alignment settings \['colour'\]"):
+    with pytest.raises(ConfigError, match=r"unknown AlignConfig settings \['colour'\]"):
         AlignConfig.from_dict({"colour": True})
 
 

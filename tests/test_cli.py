@@ -229,3 +229,27 @@ def test_console_script_corrupt_image(paths):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"fer-mtl predict: error: image {paths['garbage_jpg']}: not a recognised image format")
+
+
+@pytest.mark.parametrize(
+    ("argv", "settings", "fields"),
+    [
+        (["train", "--dataset", "d", "--out", "o"], "TrainConfig",
+         ("epochs", "batch_size", "learning_rate", "seed", "label_smoothing", "mixed_precision", "class_weighting")),
+        (["train", "--dataset", "d", "--out", "o"], "ModelConfig", ("width", "augment")),
+        (["tune", "--dataset", "d", "--storage", "s", "--study", "x"], "TuneConfig",
+         ("n_trials", "objective", "pruner", "epochs", "width", "seed", "timeout")),
+        (["experiment", "run", "--dataset", "d", "--out", "o"], "TrainConfig",
+         ("epochs", "batch_size", "learning_rate", "seed", "label_smoothing", "mixed_precision")),
+    ],
+)
+def test_flag_defaults_are_the_settings_defaults(argv, settings, fields):
+    """Flags read their defaults from the dataclass, so the CLI and the library cannot disagree."""
+    from fer_model._settings import field_default
+    from fer_model.model import ModelConfig
+    from fer_model.training import TrainConfig
+    from fer_model.tuning import TuneConfig
+
+    cls = {"TrainConfig": TrainConfig, "ModelConfig": ModelConfig, "TuneConfig": TuneConfig}[settings]
+    args = build_parser().parse_args(argv)
+    assert {f: getattr(args, f) for f in fields} == {f: field_default(cls, f) for f in fields}

@@ -38,7 +38,8 @@ def trained(pattern_dataset_artifact: dsl.Dataset, tmp_path_factory: pytest.Temp
     weights = {"emotion": 3.0, "age": 0.5}
     train.python_func(
         dataset=pattern_dataset_artifact, model=model, metrics=metrics,
-        epochs=2, batch_size=32, width=0.125, loss_weights=json.dumps(weights), seed=1,
+        model_config=json.dumps({"width": 0.125}), train_config=json.dumps({"epochs": 2, "batch_size": 32, "seed": 1}),
+        loss_weights=json.dumps(weights),
     )
     return {"model": model, "metrics": metrics, "weights": weights}
 
@@ -93,7 +94,7 @@ def test_train_rejects_bad_loss_weights(pattern_dataset_artifact: dsl.Dataset, t
     with pytest.raises(ConfigError, match="loss_weights"):
         train.python_func(
             dataset=pattern_dataset_artifact, model=_artifact(dsl.Model, tmp_path, "model"),
-            metrics=_artifact(dsl.Metrics, tmp_path, "metrics"), epochs=1, loss_weights=bad,
+            metrics=_artifact(dsl.Metrics, tmp_path, "metrics"), train_config='{"epochs": 1}', loss_weights=bad,
         )
     assert not (tmp_path / "model").exists()
 
@@ -142,3 +143,44 @@ def test_worker_indices() -> None:
     assert worker_indices.python_func(n=3) == [0, 1, 2]
     with pytest.raises(ConfigError, match="tune_workers"):
         worker_indices.python_func(n=0)
+
+
+def test_tune_worker_trials_train_with_the_runs_recipe(
+    pattern_dataset_artifact: dsl.Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each trial trains with the train step's settings; only the sampled loss weights and the
+    tuning budget (epochs, width) differ. (Trials once ran at batch 32 / lr 3e-4 whatever train used.)"""
+    import fer_model.tuning.study as study
+    from components import tune_worker
+    from fer_model.model import ModelConfig
+    from fer_model.training import TrainConfig
+    from fer_model.tuning import TrialResult
+
+    seen: list[tuple[ModelConfig, TrainConfig]] = []
+
+    class Recorder:  # stands in for FitTrainer: records what each trial would train with
+        def __init__(self, dataset_dir: str) -> None:
+            assert dataset_dir == pattern_dataset_artifact.path
+
+        def __call__(self, *, model_config, train_config, objective, report) -> TrialResult:
+            seen.append((model_config, train_config))
+            return TrialResult(value=0.5)
+
+    monkeypatch.setattr(study, "FitTrainer", Recorder)
+    model = ModelConfig(width=0.5, augment=True, tasks=("emotion", "age"))
+    recipe = TrainConfig(epochs=40, batch_size=128, learning_rate=1e-3, label_smoothing=0.1, seed=4)
+    ran = tune_worker.python_func(
+        dataset=pattern_dataset_artifact, storage_url=str(tmp_path / "journal.log"), study_name="recipe",
+        worker_index=0, tune_config=json.dumps({"n_trials": 2, "epochs": 3, "width": 0.25}),
+        model_config=model.to_json(), train_config=recipe.to_json(),
+    )
+    assert ran == len(seen) == 2
+    for trial_model, trial_train in seen:
+        assert trial_model == ModelConfig(width=0.25, augment=True, tasks=("emotion", "age"))
+        assert set(trial_train.loss_weights) == {"emotion", "gender", "race", "age"}
+        assert trial_train.loss_weights != recipe.loss_weights  # sampled for emotion and age
+        assert {t: trial_train.loss_weights[t] for t in ("gender", "race")} == {"gender": 0.1, "race": 1.5}
+        expected = TrainConfig.from_dict(
+            {**recipe.to_dict(), "epochs": 3, "verbose": 0, "loss_weights": trial_train.loss_weights}
+        )
+        assert trial_train == expected

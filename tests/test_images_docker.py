@@ -277,7 +277,7 @@ def check_demo_run(out: Path, params: dict[str, Any]) -> None:
     (study,) = optuna.get_all_study_summaries(storage)
     done_trials = optuna.load_study(study_name=study.study_name, storage=storage).get_trials(
         states=(optuna.trial.TrialState.COMPLETE,))
-    assert len(done_trials) == params["tune_trials"]
+    assert len(done_trials) == params["tune_config.n_trials"]
     run_dir = next(p for p in root.iterdir() if p.is_dir())
     tasks = {m.parent.relative_to(run_dir).as_posix() for m in run_dir.rglob("executor_output.json")}
     for task in ("prepare", "select-best", "train", "evaluate", "gate", "deploy"):

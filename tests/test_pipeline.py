@@ -120,7 +120,7 @@ def test_cli_compile_honours_image_overrides(tmp_path: Path) -> None:
     out = tmp_path / "p.yaml"
     env = {**os.environ, "FER_CPU_IMAGE": "registry.local/cpu:9"}
     done = subprocess.run(
-        [str(Path(sys.executable).with_name("fer-mtl")), "pipeline", "compile", "--out", str(out),
+        [sys.executable, "-m", "fer_cli", "pipeline", "compile", "--out", str(out),
          "--gpu-image", "registry.local/gpu:9"],
         cwd=REPO, capture_output=True, text=True, timeout=120, env=env,
     )
@@ -140,9 +140,9 @@ def test_unpinned_image_is_rejected() -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ({"epochs": "3", "width": "0.5", "deploy_model": "yes", "sources": "a:b,c:d"},
-         {"epochs": 3, "width": 0.5, "deploy_model": True, "sources": "a:b,c:d"}),
-        ({"augment": False, "learning_rate": 1}, {"augment": False, "learning_rate": 1.0}),
+        ({"sample_n": "3", "min_emotion_accuracy": "0.5", "deploy_model": "yes", "sources": "a:b,c:d"},
+         {"sample_n": 3, "min_emotion_accuracy": 0.5, "deploy_model": True, "sources": "a:b,c:d"}),
+        ({"align": False, "min_emotion_accuracy": 1}, {"align": False, "min_emotion_accuracy": 1.0}),
     ],
 )
 def test_params_are_coerced_to_the_pipeline_types(raw: dict[str, Any], expected: dict[str, Any]) -> None:
@@ -151,10 +151,52 @@ def test_params_are_coerced_to_the_pipeline_types(raw: dict[str, Any], expected:
     assert coerce_params(raw) == expected
 
 
+def test_step_config_defaults_are_the_dataclass_defaults(spec: dict[str, Any]) -> None:
+    from fer_model.model import ModelConfig
+    from fer_model.training import TrainConfig
+
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    assert json.loads(inputs["train_config"]["defaultValue"]) == TrainConfig().to_dict()
+    assert json.loads(inputs["model_config"]["defaultValue"]) == ModelConfig().to_dict()
+    tune = json.loads(inputs["tune_config"]["defaultValue"])
+    assert tune["epochs"] == 10 and tune["width"] is None and "study_name" not in tune
+
+
+def test_tune_and_train_steps_get_the_same_recipe(spec: dict[str, Any]) -> None:
+    """The loss weights are tuned for the recipe that is trained: both steps read the same two JSON inputs."""
+    tasks = _all_tasks(spec)
+    train_in = tasks["train"]["inputs"]["parameters"]
+    tune_in = tasks["tune-worker"]["inputs"]["parameters"]
+    loop_in = tasks["for-loop-1"]["inputs"]["parameters"]
+    for name in ("model_config", "train_config"):
+        assert train_in[name] == {"componentInputParameter": name}
+        # Inside the ParallelFor the worker reads the loop's channel, which is the pipeline input itself.
+        channel = tune_in[name]["componentInputParameter"]
+        assert loop_in[channel] == {"componentInputParameter": name}
+
+
+def test_step_settings_are_set_field_by_field_and_validated() -> None:
+    from pipelines.runner import coerce_params
+
+    out = coerce_params({"train_config.epochs": "3", "train_config.loss_weights": '{"emotion": 1}',
+                         "tune_config.objective": "weighted_mean", "model_config.width": 0.5})
+    train = json.loads(out["train_config"])
+    assert train["epochs"] == 3 and train["loss_weights"] == {"emotion": 1.0} and train["batch_size"] == 32
+    assert json.loads(out["tune_config"])["objective"] == "weighted_mean"
+    assert json.loads(out["model_config"])["width"] == 0.5
+    # A field laid over a whole JSON value given in the same call.
+    out = coerce_params({"train_config": '{"epochs": 7, "seed": 2}', "train_config.seed": "5"})
+    assert json.loads(out["train_config"])["epochs"] == 7 and json.loads(out["train_config"])["seed"] == 5
+
+
 @pytest.mark.parametrize(
     ("raw", "match"),
-    [({"epoch": "3"}, "unknown pipeline parameter 'epoch'"), ({"epochs": "three"}, "`epochs` must be Integer"),
-     ({"deploy_model": "maybe"}, "`deploy_model` must be Boolean"), ({"epochs": True}, "`epochs` must be Integer")],
+    [({"epoch": "3"}, "unknown pipeline parameter 'epoch'"), ({"sample_n": "three"}, "`sample_n` must be Integer"),
+     ({"deploy_model": "maybe"}, "`deploy_model` must be Boolean"), ({"sample_n": True}, "`sample_n` must be Integer"),
+     ({"train_config.epoch": "3"}, r"unknown TrainConfig settings \['epoch'\]"),
+     ({"train_config.epochs": "0"}, "`epochs` must be an int >= 1"),
+     ({"tune_config.pruner": "sometimes"}, "`pruner` must be one of"),
+     ({"model_config": "{not json"}, "`model_config` must be a JSON object")],
 )
 def test_bad_params_are_config_errors(raw: dict[str, Any], match: str) -> None:
     from pipelines.runner import coerce_params
@@ -167,7 +209,9 @@ def test_demo_settings_are_valid_pipeline_parameters() -> None:
     from fer_cli.demo import DEMO_PARAMS
     from pipelines.runner import coerce_params
 
-    assert coerce_params(DEMO_PARAMS) == DEMO_PARAMS
+    params = coerce_params(DEMO_PARAMS)
+    assert json.loads(params["train_config"])["epochs"] == DEMO_PARAMS["train_config.epochs"]
+    assert json.loads(params["tune_config"])["width"] == DEMO_PARAMS["tune_config.width"]
     assert DEMO_PARAMS["sample_n"] > 0 and DEMO_PARAMS["deploy_dry_run"] is True
 
 
@@ -190,7 +234,7 @@ def test_submit_needs_shared_tuning_storage(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_run_without_local_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["pipeline", "run", "-p", "epochs=1"]) == 2
+    assert main(["pipeline", "run", "-p", "train_config.epochs=1"]) == 2
     assert "add --local" in capsys.readouterr().err
 
 
@@ -201,9 +245,9 @@ def test_local_run_produces_every_artifact(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], min_emotion_accuracy: float, gate_passes: bool
 ) -> None:
     params = {
-        "sample_n": 28, "prepare_workers": 1, "epochs": 1, "width": 0.125, "tune_trials": 1, "tune_workers": 1,
-        "tune_epochs": 1, "tune_width": 0.125, "min_emotion_accuracy": min_emotion_accuracy, "deploy_model": True,
-        "deploy_dry_run": True, "seed": 3,
+        "sample_n": 28, "prepare_workers": 1, "train_config.epochs": 1, "model_config.width": 0.125,
+        "tune_config.n_trials": 1, "tune_workers": 1, "tune_config.epochs": 1,
+        "min_emotion_accuracy": min_emotion_accuracy, "deploy_model": True, "deploy_dry_run": True, "seed": 3,
     }
     argv = ["pipeline", "run", "--local", "--out", str(tmp_path)]
     for k, v in params.items():

@@ -351,7 +351,7 @@ def test_select_best_returns_study_weights(tmp_path):
     run_study(dataset_dir=None, tune_config=config, trainer=FakeTrainer())
     report, best = _artifact(HTML, tmp_path / "report.html"), _artifact(Artifact, tmp_path / "best")
     weights = json.loads(select_best.python_func(
-        study_report=report, best=best, storage_url=config.storage, study_name="weights", default_loss_weights=""))
+        study_report=report, best=best, storage_url=config.storage, study_name="weights", train_config=""))
     assert weights == best_params(storage=config.storage, study_name="weights")["loss_weights"]
     assert best.metadata["source"] == "study" and best.metadata["n_trials"] == 3
     assert (tmp_path / "best" / "trials.csv").is_file() and "Plotly" in (tmp_path / "report.html").read_text()
@@ -367,7 +367,8 @@ def test_select_best_falls_back_to_defaults_and_says_so(tmp_path):
     best = _artifact(Artifact, tmp_path / "best")
     out = select_best.python_func(study_report=_artifact(HTML, tmp_path / "r.html"), best=best,
                                   storage_url=config.storage, study_name="weights",
-                                  default_loss_weights='{"emotion": 2.0, "age": 4.0}')
+                                  train_config='{"loss_weights": {"emotion": 2.0, "age": 4.0}}')
+    # The run's own loss weights: what train would have used without a tuning step.
     assert json.loads(out) == {"emotion": 2.0, "age": 4.0}
     assert best.metadata["source"] == "default" and "no trial completed" in best.metadata["note"]
 
@@ -377,10 +378,10 @@ def test_select_best_rejects_malformed_defaults(tmp_path):
 
     from components.select_best import select_best
 
-    with pytest.raises(ConfigError, match=r"`default_loss_weights` must be JSON"):
+    with pytest.raises(ConfigError, match=r"`TrainConfig` must be a JSON object"):
         select_best.python_func(study_report=_artifact(HTML, tmp_path / "r.html"),
                                 best=_artifact(Artifact, tmp_path / "b"), storage_url=str(tmp_path / "j"),
-                                study_name="weights", default_loss_weights="emotion=2")
+                                study_name="weights", train_config="emotion=2")
 
 
 def test_components_compile_with_their_interfaces(tmp_path):
@@ -391,9 +392,9 @@ def test_components_compile_with_their_interfaces(tmp_path):
     from components.tune_worker import tune_worker
 
     for component, inputs, outputs in (
-        (tune_worker, {"storage_url", "study_name", "n_trials", "epochs", "width", "seed", "worker_index",
-                       "objective", "pruner"}, {"Output"}),
-        (select_best, {"storage_url", "study_name", "default_loss_weights"}, {"Output", "study_report", "best"}),
+        (tune_worker, {"storage_url", "study_name", "worker_index", "tune_config", "model_config", "train_config"},
+         {"Output"}),
+        (select_best, {"storage_url", "study_name", "train_config"}, {"Output", "study_report", "best"}),
     ):
         path = tmp_path / f"{component.name}.yaml"
         compiler.Compiler().compile(component, str(path))
@@ -460,8 +461,9 @@ def test_tune_worker_component_runs_trials_on_the_dataset(tmp_path, tiny_dataset
     # The storage URL's environment variables are expanded inside the component.
     monkeypatch.setenv("FER_TUNE_DIR", str(tmp_path))
     ran = tune_worker.python_func(dataset=_artifact(Dataset, tiny_dataset), storage_url="${FER_TUNE_DIR}/k.journal",
-                                  study_name="kfp", n_trials=1, epochs=1, width=0.125, seed=0, worker_index=1,
-                                  pruner="none")
+                                  study_name="kfp", worker_index=1,
+                                  tune_config='{"n_trials": 1, "epochs": 1, "pruner": "none"}',
+                                  model_config='{"width": 0.125}')
     assert ran == 1
     (trial,) = load_study(storage=str(tmp_path / "k.journal"), study_name="kfp").trials
     assert trial.state.name == "COMPLETE" and trial.user_attrs["worker"] == 1

@@ -6,15 +6,19 @@ Nothing here imports Optuna or TensorFlow: the CLI's `--help` and pipeline compi
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
+from fer_model._settings import Settings, check_int, is_number
 from fer_model.errors import ConfigError
 from fer_model.tasks import TASK_NAMES
 from fer_model.tuning._storage import storage_kind
+
+if TYPE_CHECKING:
+    from fer_model.model import ModelConfig
 
 ObjectiveName = Literal["emotion_accuracy", "emotion_macro_f1", "weighted_mean"]
 PrunerName = Literal["median", "hyperband", "none"]
@@ -34,22 +38,18 @@ BATCH_SIZE_PARAM = "batch_size"
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _check_log_range(name: str, value: object) -> tuple[float, float]:
     """A (low, high) pair with 0 < low < high, as floats; ConfigError naming `name` otherwise."""
     if isinstance(value, str) or not isinstance(value, Sequence) or len(value) != 2:
         raise ConfigError(f"`{name}` must be a (low, high) pair, got {value!r}")
     low, high = value
-    if not (_is_number(low) and _is_number(high)) or not 0 < low < high:
+    if not (is_number(low) and is_number(high)) or not 0 < low < high:
         raise ConfigError(f"`{name}` must satisfy 0 < low < high (a log-uniform range), got {value!r}")
     return float(low), float(high)
 
 
 @dataclass(frozen=True)
-class SearchSpace:
+class SearchSpace(Settings):
     """Ranges the sampler draws from.
 
     Attributes:
@@ -92,7 +92,7 @@ class SearchSpace:
 
 
 @dataclass(frozen=True)
-class TuneConfig:
+class TuneConfig(Settings):
     """How a study runs. One study is shared by every worker that names the same storage and study.
 
     Attributes:
@@ -108,6 +108,9 @@ class TuneConfig:
         pruner: Stop unpromising trials early on the per-epoch objective ("none" to disable).
         seed: TPE seed; worker `i` uses `seed + i` so parallel workers sample different points.
         epochs: Training epochs per trial (overrides `TrainConfig.epochs`).
+        width: Layer width multiplier of the trial models (overrides `ModelConfig.width`); None
+            trains trials at the width of the run being tuned for. A smaller width is cheaper, but
+            the weights found may suit the full-width model less well.
         timeout: Seconds after which a worker claims no new trial (None = no limit).
         pruner_startup_trials: Trials that finish before the median pruner prunes anything.
         pruner_warmup_epochs: Epochs of every trial that are never pruned.
@@ -123,6 +126,7 @@ class TuneConfig:
     pruner: PrunerName = "median"
     seed: int = 0
     epochs: int = 10
+    width: float | None = None
     timeout: float | None = None
     pruner_startup_trials: int = 5
     pruner_warmup_epochs: int = 1
@@ -144,9 +148,7 @@ class TuneConfig:
             ("n_trials", 1), ("epochs", 1), ("seed", 0), ("pruner_startup_trials", 0),
             ("pruner_warmup_epochs", 0), ("heartbeat_interval", 1), ("grace_period", 1),
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ConfigError(f"`{name}` must be an int >= {minimum}, got {value!r}")
+            check_int(name, getattr(self, name), minimum=minimum)
         if self.grace_period <= self.heartbeat_interval:
             raise ConfigError(
                 f"`grace_period` ({self.grace_period}s) must exceed `heartbeat_interval` "
@@ -156,5 +158,11 @@ class TuneConfig:
             raise ConfigError(f"`objective` must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.pruner not in PRUNERS:
             raise ConfigError(f"`pruner` must be one of {PRUNERS}, got {self.pruner!r}")
-        if self.timeout is not None and (not _is_number(self.timeout) or self.timeout <= 0):
+        if self.width is not None and (not is_number(self.width) or not self.width > 0):
+            raise ConfigError(f"`width` must be None or > 0, got {self.width!r} (a finite number)")
+        if self.timeout is not None and (not is_number(self.timeout) or self.timeout <= 0):
             raise ConfigError(f"`timeout` must be a number of seconds > 0 or None, got {self.timeout!r}")
+
+    def trial_model(self, model_config: ModelConfig) -> ModelConfig:
+        """The architecture each trial trains: the run's `model_config`, at `width` when one is set."""
+        return model_config if self.width is None else dataclasses.replace(model_config, width=self.width)

@@ -171,8 +171,8 @@ class FitTrainer:
     ) -> TrialResult:
         import keras
 
+        from fer_model.callbacks import EpochObjective
         from fer_model.training import fit
-        from fer_model.tuning._callback import ObjectiveCallback
 
         labels = {t: self.val_labels[t] for t in model_config.tasks}
         check_objective(objective, tasks=model_config.tasks, val_labels=labels)
@@ -182,7 +182,16 @@ class FitTrainer:
                 images, _ = self.dataset.subset("validation")
                 self._val_images = images[..., np.newaxis]
             predict = _emotion_predictor(self._val_images, batch_size=max(256, train_config.batch_size))
-        callback = ObjectiveCallback(objective=objective, val_labels=labels, report=report, predict=predict)
+        callback = EpochObjective(
+            measure=lambda model, logs: epoch_value(
+                objective,
+                logs=logs,
+                val_labels=labels,
+                predict_emotion=(lambda: predict(model)) if predict is not None else None,
+            ),
+            report=report,
+            name=objective,
+        )
         try:
             result = fit(self.dataset, model_config=model_config, train_config=train_config, callbacks=[callback])
             value = callback.values[result.best_epoch] if result.best_epoch < len(callback.values) else math.nan

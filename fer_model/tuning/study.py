@@ -153,7 +153,7 @@ def run_study(
         dataset_dir: Dataset artifact to train on (unused when `trainer` is given).
         tune_config: Study, storage, study-wide trial target, objective, pruner, seed, epochs.
         search_space: Ranges to sample (default: every task's weight in [0.05, 10], log-uniform).
-        model_config: Architecture of every trial's model.
+        model_config: Architecture of the run being tuned for (trials use it at `tune_config.width`, if set).
         train_config: Base hyper-parameters; each trial overrides loss weights, epochs (and lr/batch
             size if searched).
         n_trials: At most this many trials from this call (None: as many as the study needs).
@@ -169,7 +169,7 @@ def run_study(
     import optuna
 
     search_space = search_space or SearchSpace()
-    model_config = model_config or ModelConfig()
+    model_config = tune_config.trial_model(model_config or ModelConfig())
     train_config = train_config or TrainConfig()
     if isinstance(worker_index, bool) or not isinstance(worker_index, int) or worker_index < 0:
         raise ConfigError(f"`worker_index` must be an int >= 0, got {worker_index!r}")

@@ -78,7 +78,8 @@ def _dataset_dir_for_tiny_model(request: pytest.FixtureRequest, tmp_root: Path) 
 def tiny_model_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model artifact folder: width 0.25, all four heads, trained a few epochs on the sample dataset."""
     from fer_model.model import ModelConfig
-    from fer_model.training import TrainConfig, train
+    from fer_model.train_run import train
+    from fer_model.training import TrainConfig
 
     root = tmp_path_factory.mktemp("tiny_model")
     dataset_dir = _dataset_dir_for_tiny_model(request, root)
