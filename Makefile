@@ -30,14 +30,10 @@ compile: $(STAMP) ## Compile the Kubeflow pipeline to pipeline.yaml (images: FER
 
 IMAGE_REGISTRY ?= ghcr.io/fer-mtl
 IMAGE_TAG ?= 0.1.0
-DOCKER ?= docker
 
 .PHONY: images
-images: ## Build the component, GPU training and predictor images (needs Docker with BuildKit)
-	@$(DOCKER) info >/dev/null 2>&1 || { echo "make images: '$(DOCKER) info' failed: no Docker daemon here; start Docker (or set DOCKER=podman) and retry" >&2; exit 1; }
-	DOCKER_BUILDKIT=1 $(DOCKER) build -f images/component/Dockerfile -t $(IMAGE_REGISTRY)/fer-mtl-cpu:$(IMAGE_TAG) .
-	DOCKER_BUILDKIT=1 $(DOCKER) build -f images/train-gpu/Dockerfile -t $(IMAGE_REGISTRY)/fer-mtl-gpu:$(IMAGE_TAG) .
-	DOCKER_BUILDKIT=1 $(DOCKER) build -f images/predictor/Dockerfile -t $(IMAGE_REGISTRY)/fer-mtl-predictor:$(IMAGE_TAG) .
+images: ## Build the component, GPU training and predictor images (Docker daemon; images/build.sh)
+	IMAGE_REGISTRY=$(IMAGE_REGISTRY) IMAGE_TAG=$(IMAGE_TAG) images/build.sh
 
 .PHONY: test
 test: $(STAMP) ## Run the test suite

@@ -31,12 +31,13 @@ def _add_param_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_image_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--tuning-secret", default="fer-mtl-tuning-postgres", metavar="NAME",
-        help="Secret whose `password` key tune workers get as OPTUNA_DB_PASSWORD (default: %(default)s; "
-        "'' for none)",
-    )
+def _add_image_flags(parser: argparse.ArgumentParser, *, tuning_secret: bool = True) -> None:
+    if tuning_secret:  # a cluster setting: local runs read no Secret
+        parser.add_argument(
+            "--tuning-secret", default="fer-mtl-tuning-postgres", metavar="NAME",
+            help="Secret whose `password` key tune workers get as OPTUNA_DB_PASSWORD (default: %(default)s; "
+            "'' for none)",
+        )
     for role, env in _IMAGE_ENV.items():
         parser.add_argument(
             f"--{role}-image", metavar="IMAGE", help=f"{role} image (default: ${env}, else the pinned one)"
@@ -58,8 +59,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compile_p.set_defaults(func=_compile)
 
     run_p = actions.add_parser("run", help="run the pipeline on this machine (kfp.local)")
-    run_p.add_argument("--local", action="store_true", help="run with kfp.local's subprocess runner (required)")
+    run_p.add_argument("--local", action="store_true", help="run on this machine with kfp.local (required)")
     run_p.add_argument("--out", default="pipeline-out", help="folder for the run's artifacts (default: %(default)s)")
+    run_p.add_argument(
+        "--runner", choices=("subprocess", "docker"), default="subprocess",
+        help="subprocess: tasks run in this Python environment; docker: each task in its image, "
+        "built by `make images` (default: %(default)s)",
+    )
+    _add_image_flags(run_p, tuning_secret=False)
     _add_param_flag(run_p)
     run_p.set_defaults(func=_run)
 
@@ -110,7 +117,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if not args.local:
         raise ConfigError("`pipeline run` runs on this machine only: add --local (use `pipeline submit` for a cluster)")
-    run = run_local(parse_assignments(args.param), out_dir=args.out)
+    run = run_local(parse_assignments(args.param), out_dir=args.out, runner=args.runner, images=_images(args))
     print_local_run(run)
     return 0
 

@@ -1,7 +1,9 @@
 """Compile, run locally, or submit the fer-mtl pipeline (what `fer-mtl pipeline` and `fer-mtl demo` call).
 
 Local runs use `kfp.local.SubprocessRunner(use_venv=False)`: every task runs as a subprocess of
-this Python environment, artifacts land under `<out>/pipeline-root/<run>/<task>/<output>`.
+this Python environment, artifacts land under `<out>/pipeline-root/<run>/<task>/<output>`. With
+`runner="docker"`, `kfp.local.DockerRunner` runs every task in its image instead (`make images`),
+with the same `executor_main` command a cluster's launcher runs.
 Cluster runs go through `kfp.Client`; the host is probed first with a short timeout, because the
 client itself retries an unreachable host for half a minute before it says anything.
 """
@@ -166,28 +168,42 @@ def compile_to(
     return target, time.perf_counter() - start
 
 
-def run_local(params: Mapping[str, Any], *, out_dir: str | os.PathLike[str]) -> LocalRun:
-    """Run the whole pipeline on this machine; every task is a subprocess of this environment.
+#: `runner` values of `run_local`.
+RUNNERS = ("subprocess", "docker")
 
-    `tuning_storage` defaults to a journal file under `out_dir`, shared by the local workers.
+
+def run_local(
+    params: Mapping[str, Any],
+    *,
+    out_dir: str | os.PathLike[str],
+    runner: str = "subprocess",
+    images: Any = None,
+) -> LocalRun:
+    """Run the whole pipeline on this machine, each task as a subprocess or in its container image.
+
+    `tuning_storage` defaults to a journal file under `out_dir` (the pipeline root for `docker`,
+    the one folder every container mounts), shared by the local workers. `images` (a
+    `PipelineImages`) picks the images the `docker` runner uses.
 
     Raises:
-        ConfigError: bad parameters.
+        ConfigError: bad parameters or an unknown runner.
         PipelineError: a task failed (its log is printed above by kfp.local).
     """
     from kfp import local
 
     from pipelines.fer_pipeline import TaskPolicy, build_pipeline
 
+    if runner not in RUNNERS:
+        raise ConfigError(f"unknown local runner {runner!r}; expected one of {list(RUNNERS)}")
     # Locally a failure is deterministic (no pre-emption, no flaky registry): retrying only delays it.
-    pipeline = build_pipeline(policy=TaskPolicy(retries=0))
+    pipeline = build_pipeline(policy=TaskPolicy(retries=0), images=images)
     out = Path(out_dir).resolve()
     root = out / "pipeline-root"
     root.mkdir(parents=True, exist_ok=True)
     args = coerce_params(params)
-    args.setdefault("tuning_storage", str(out / "optuna-journal.log"))
+    args.setdefault("tuning_storage", str((root if runner == "docker" else out) / "optuna-journal.log"))
     before = set(root.iterdir())
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    local.init(runner=_local_runner(runner), pipeline_root=str(root))
     logger.info("running pipeline locally under %s with %s", root, args)
     try:
         with warnings.catch_warnings():
@@ -206,6 +222,23 @@ def run_local(params: Mapping[str, Any], *, out_dir: str | os.PathLike[str]) -> 
     if not new:
         raise PipelineError(f"the local run left no run folder under {root}")
     return collect_outputs(new[-1])
+
+
+def _local_runner(runner: str) -> Any:
+    """The kfp.local runner object for `runner`."""
+    from kfp import local
+
+    if runner == "subprocess":
+        return local.SubprocessRunner(use_venv=False)
+    try:
+        # Host networking: containers get no address of their own (and daemons started with
+        # --bridge=none have no other network). Running as the caller's uid keeps what the tasks
+        # write into the mounted pipeline root owned by, and readable to, the caller.
+        return local.DockerRunner(network_mode="host", user=f"{os.getuid()}:{os.getgid()}")
+    except ImportError as e:
+        raise ConfigError(
+            "the docker runner needs the `docker` Python package: pip install 'fer-mtl[pipeline]'"
+        ) from e
 
 
 def collect_outputs(run_dir: Path) -> LocalRun:
