@@ -57,6 +57,19 @@ def _pct(value: Any) -> str:
     return "n/a" if value is None else f"{100 * float(value):.2f}%"
 
 
+def _optimizer_line(training: Mapping[str, Any]) -> str:
+    """E.g. "Adam lr 0.001" (the paper's plateau schedule) or "Adam lr 0.0005, cosine schedule, 1 warm-up epoch"."""
+    text = f"{str(training.get('optimizer', 'adam')).replace('adam', 'Adam').replace('sgd', 'SGD')} lr " \
+        f"{training.get('learning_rate')}"
+    schedule = training.get("schedule", "plateau")
+    if schedule != "plateau":
+        warmup = int(training.get("warmup_epochs") or 0)
+        text += f", {schedule} schedule" + (f", {warmup} warm-up epoch{'s' if warmup != 1 else ''}" if warmup else "")
+    if training.get("weight_decay"):
+        text += f", weight decay {training['weight_decay']}"
+    return text
+
+
 def render_model_card(model_dir: str | os.PathLike[str]) -> str:
     """The model card text of a model artifact that holds `metrics.json` (and optionally `experiment.json`,
     the experiment record with the environment it trained in)."""
@@ -82,7 +95,7 @@ def render_model_card(model_dir: str | os.PathLike[str]) -> str:
         "## Training",
         f"- Heads: {', '.join(config.tasks)}; loss weights "
         + ", ".join(f"{t} {w:g}" for t, w in config.loss_weights.items()),
-        f"- Batch {training.get('batch_size')}, Adam lr {training.get('learning_rate')}, "
+        f"- Batch {training.get('batch_size')}, {_optimizer_line(training)}, "
         f"augmentation {'on' if model.get('augment') else 'off'}, label smoothing {training.get('label_smoothing')}, "
         f"mixed precision {'on' if training.get('mixed_precision') else 'off'}",
         f"- Epochs run {config.epochs_run}, best epoch {config.best_epoch + 1} "
@@ -92,6 +105,8 @@ def render_model_card(model_dir: str | os.PathLike[str]) -> str:
     if silenced:
         lines.append("- Never predicted (no training example, probability fixed at 0): "
                      + "; ".join(f"{t} {', '.join(c)}" for t, c in silenced.items()))
+    if experiment.get("description"):
+        lines.append(f"- Run: {experiment['description']}")
     if env:
         lines.append(f"- Trained with Keras on {env.get('backend')}, {env.get('device')} ({env.get('machine')})")
     lines += [
