@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="folder for metrics.json, confusion_<task>.png and report.md")
     parser.add_argument("--split", choices=SPLITS, default="test", help="split to evaluate (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=256, help="prediction batch size (default: %(default)s)")
+    parser.add_argument("--flip-average", action="store_true",
+                        help="score each face as the mean of it and its mirror image (test-time augmentation)")
     parser.set_defaults(func=run)
 
 
@@ -38,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from fer_model.evaluation import evaluate
 
     metrics = evaluate(
-        model_dir=args.model, dataset_dir=args.dataset, out_dir=args.out, split=args.split, batch_size=args.batch_size
+        model_dir=args.model, dataset_dir=args.dataset, out_dir=args.out, split=args.split, batch_size=args.batch_size,
+        flip_average=args.flip_average,
     )
     print(f"{metrics.split}: {metrics.num_samples} samples")
     for name, t in metrics.tasks.items():

@@ -22,6 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
     parser.add_argument("--model", default=None, help="model artifact folder (default: the shipped pretrained model)")
     parser.add_argument("--max-faces", type=int, default=None, help="at most this many faces per image, largest first")
+    parser.add_argument("--flip-average", action="store_true",
+                        help="answer with the mean of each face and its mirror image (test-time augmentation)")
     parser.add_argument(
         "--annotate", default=None, metavar="OUT",
         help="also write the image with boxes and labels drawn to OUT (.jpg, .png, ...); one IMAGE only",
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(f"image {path}: {e}") from e
     from fer_model.predict import Predictor
 
-    predictor = Predictor(args.model)
+    predictor = Predictor(args.model, flip_average=args.flip_average)
     results = predictor.predict(arrays, max_faces_per_image=args.max_faces)
     out = [
         {"image": path, "faces": [f.to_dict() for f in faces]}

@@ -144,3 +144,21 @@ def test_predict_cli_refuses_before_loading_the_model(
     assert main(["predict", *images, "--annotate", str(tmp_path / out)]) != 0
     assert reason in capsys.readouterr().err
     assert not (tmp_path / out).exists()
+
+
+def test_predict_cli_flip_average_is_the_predictors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fer_cli import main
+    from fer_model.predict import Predictor
+
+    photo = tmp_path / "astronaut.jpg"
+    _astronaut_jpeg(photo)
+    assert main(["predict", str(photo)]) == 0
+    ((plain,),) = [json.loads(capsys.readouterr().out)]
+    assert main(["predict", str(photo), "--flip-average"]) == 0
+    ((flipped,),) = [json.loads(capsys.readouterr().out)]
+    (expected,) = Predictor(flip_average=True).predict([photo.read_bytes()])
+    (face,) = flipped["faces"]
+    assert face["box"] == plain["faces"][0]["box"] == list(expected[0].box)
+    emotion = face["predictions"]["emotion"]["probabilities"]
+    assert emotion == pytest.approx(expected[0].probabilities["emotion"], abs=1e-6)
+    assert emotion != pytest.approx(plain["faces"][0]["predictions"]["emotion"]["probabilities"], abs=1e-6)
