@@ -102,6 +102,20 @@ def coerce_params(raw: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def with_fingerprint(args: Mapping[str, Any]) -> dict[str, Any]:
+    """`args` with `sources_fingerprint` computed from what is at `sources` now, unless given.
+
+    Prepare is cached on its inputs: the fingerprint makes new data at the same locations a new
+    cache key (fer_model.source_fingerprint; gs:// is listed, not downloaded).
+    """
+    from fer_model.source_fingerprint import fingerprint_sources
+
+    out = dict(args)
+    if not out.get("sources_fingerprint"):
+        out["sources_fingerprint"] = fingerprint_sources(str(out.get("sources", "")))
+    return out
+
+
 def _json_value(value: Any) -> Any:
     if not isinstance(value, str):
         return value
@@ -201,7 +215,7 @@ def run_local(
     out = Path(out_dir).resolve()
     root = out / "pipeline-root"
     root.mkdir(parents=True, exist_ok=True)
-    args = coerce_params(params)
+    args = with_fingerprint(coerce_params(params))
     args.setdefault("tuning_storage", str((root if runner == "docker" else out) / "optuna-journal.log"))
     before = set(root.iterdir())
     local.init(runner=_local_runner(runner), pipeline_root=str(root))
@@ -322,6 +336,7 @@ def submit(
         )
     credentials = credentials or KfpCredentials()
     probe_host(host, credentials=credentials)
+    args = with_fingerprint(args)
     import kfp
     from kfp_server_api.exceptions import ApiException
 

@@ -243,3 +243,19 @@ def test_a_login_redirect_is_reported_as_missing_credentials(
     assert rc == 2
     assert "refused no credentials (redirected to /dex/auth" in capsys.readouterr().err
 
+
+
+def test_submitted_run_carries_the_sources_fingerprint(serve: Any, package: Path, tmp_path: Path) -> None:
+    """New data at the same location reaches the cluster as a new prepare input (a new cache key)."""
+    csv = tmp_path / "fer2013.csv"
+    csv.write_text("emotion,pixels,Usage\n")
+    server = serve({"Authorization": f"Bearer {TOKEN}"})
+
+    def submitted_fingerprint() -> str:
+        assert _submit(server, package, "--token", TOKEN, "-p", f"sources=fer2013-csv:{csv}") == 0
+        return str(server.runs[-1]["runtime_config"]["parameters"]["sources_fingerprint"])
+
+    first = submitted_fingerprint()
+    assert first.startswith("sha256:") and submitted_fingerprint() == first
+    csv.write_text("emotion,pixels,Usage\n0,1 2 3,Training\n")
+    assert submitted_fingerprint() != first
