@@ -288,10 +288,11 @@ def probe_host(host: str, *, credentials: KfpCredentials | None = None, timeout:
     except urllib.error.HTTPError as e:
         if e.code in (401, 403) or 300 <= e.code < 400:
             answer = f"redirected to {e.headers.get('Location', 'a login page')}" if e.code < 400 else f"HTTP {e.code}"
+            sent = credentials.describe()
+            problem = "asks for credentials" if sent == "no credentials" else f"refused {sent} (wrong or expired?)"
             raise PipelineError(
-                f"Kubeflow Pipelines at {host} refused {credentials.describe()} ({answer}); pass a valid "
-                f"--token (or ${TOKEN_ENV}), --sa-token inside the cluster, or --cookie authservice_session=... "
-                "(see README: Run on Kubeflow)"
+                f"Kubeflow Pipelines at {host} {problem}: {answer}; pass a valid --token (or ${TOKEN_ENV}), "
+                "--sa-token inside the cluster, or --cookie authservice_session=... (see README: Run on Kubeflow)"
             ) from None
         return  # any other answer means the host is there; the API call itself will say more
     except (urllib.error.URLError, OSError) as e:

@@ -32,6 +32,7 @@ class FakeKfp(ThreadingHTTPServer):
         self.expected = expected
         self.seen: list[tuple[str, str, dict[str, str]]] = []
         self.runs: list[dict[str, Any]] = []
+        self.forbid_runs = False  # a profile without RBAC for this user: reads pass, creating a run is 403
 
     @property
     def url(self) -> str:
@@ -55,6 +56,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"multi_user": False})
         if method == "GET" and path == "/apis/v2beta1/experiments":
             return self._send(200, {"experiments": [{"experiment_id": "exp-1", "display_name": "fer-mtl"}]})
+        if method == "POST" and path == "/apis/v2beta1/runs" and self.server.forbid_runs:
+            return self._send(403, {"error": "user is not authorized to create runs in the namespace", "code": 7})
         if method == "POST" and path == "/apis/v2beta1/runs":
             self.server.runs.append(body)
             return self._send(200, {"run_id": "run-42", "display_name": body.get("display_name")})
@@ -174,9 +177,10 @@ def test_sa_token_without_a_path_uses_kfps_path_variable(
 @pytest.mark.parametrize(
     ("extra", "named"),
     [
-        ([], "no credentials"),
-        (["--token", "wrong-" + TOKEN], "the bearer token from --token"),
-        (["--cookie", "authservice_session=stale-" + SECRETS[1]], "the session cookie 'authservice_session'"),
+        ([], "asks for credentials: HTTP 401"),
+        (["--token", "wrong-" + TOKEN], "refused the bearer token from --token (wrong or expired?): HTTP 401"),
+        (["--cookie", "authservice_session=stale-" + SECRETS[1]],
+         "refused the session cookie 'authservice_session' (wrong or expired?): HTTP 401"),
     ],
 )
 def test_missing_or_wrong_credentials_fail_in_one_line_without_the_secret(
@@ -186,8 +190,18 @@ def test_missing_or_wrong_credentials_fail_in_one_line_without_the_secret(
     server = serve({"Authorization": f"Bearer {TOKEN}"})
     assert _submit(server, package, *extra) == 2
     err = _assert_no_secret(capsys, caplog)
-    assert "\n" not in err and f"refused {named} (HTTP 401)" in err
+    assert "\n" not in err and named in err
     assert not server.runs
+
+
+def test_a_run_the_profile_forbids_names_the_credential_not_its_value(
+    serve: Any, package: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = serve({"Authorization": f"Bearer {TOKEN}"})
+    server.forbid_runs = True
+    assert _submit(server, package, "--token", TOKEN, "--namespace", "team-a") == 2
+    err = _assert_no_secret(capsys, caplog)
+    assert "refused the run: HTTP 403" in err and "with the bearer token from --token" in err and "\n" not in err
 
 
 def test_missing_service_account_token_file_is_named(
@@ -241,7 +255,7 @@ def test_a_login_redirect_is_reported_as_missing_credentials(
         server.shutdown()
         server.server_close()
     assert rc == 2
-    assert "refused no credentials (redirected to /dex/auth" in capsys.readouterr().err
+    assert "asks for credentials: redirected to /dex/auth" in capsys.readouterr().err
 
 
 
