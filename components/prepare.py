@@ -16,6 +16,7 @@ def prepare(
     limit: int = 0,
     workers: int = 1,
     seed: int = 0,
+    sources_fingerprint: str = "",
 ) -> None:
     """Read, align and pack the sources into one dataset artifact folder.
 
@@ -30,6 +31,8 @@ def prepare(
         limit: Keep at most this many records per source (0: all).
         workers: Alignment worker processes.
         seed: Seeds sample data and every split a source does not fix.
+        sources_fingerprint: What is at `sources` now (fer_model.source_fingerprint, computed before
+            the run): an input only so that new data at the same URIs changes the cache key.
     """
     import json
     import logging
@@ -61,6 +64,7 @@ def prepare(
     manifest = json.loads((Path(dataset.path) / "manifest.json").read_text())
     dataset.metadata["format"] = f"{manifest['format']}/v{manifest['format_version']}"
     dataset.metadata["sources"] = given + ([f"sample-data:n={sample_n},seed={seed}"] if sample_n > 0 else [])
+    dataset.metadata["sources_fingerprint"] = sources_fingerprint
     dataset.metadata["num_samples"] = manifest["num_samples"]
     dataset.metadata["num_rejects"] = manifest["num_rejects"]
     for split, counts in manifest["counts"].items():

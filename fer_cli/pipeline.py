@@ -44,6 +44,25 @@ def _add_image_flags(parser: argparse.ArgumentParser, *, tuning_secret: bool = T
         )
 
 
+def _add_credential_flags(parser: argparse.ArgumentParser) -> None:
+    from pipelines.kfp_auth import COOKIE_ENV, TOKEN_ENV
+
+    auth = parser.add_argument_group("credentials (multi-user Kubeflow; never printed)")
+    auth.add_argument(
+        "--token", help=f"bearer token for the API, e.g. from `kubectl create token` (default: ${TOKEN_ENV}, which "
+        "keeps it out of shell history)",
+    )
+    auth.add_argument(
+        "--sa-token", nargs="?", const="", metavar="PATH",
+        help="use the projected service-account token file inside the cluster (default path: "
+        "$KF_PIPELINES_SA_TOKEN_PATH, else /var/run/secrets/kubeflow/pipelines/token)",
+    )
+    auth.add_argument(
+        "--cookie", metavar="NAME=VALUE",
+        help=f"session cookie of the Kubeflow login, e.g. authservice_session=... (default: ${COOKIE_ENV})",
+    )
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `pipeline` subcommand and its actions."""
     parser = subparsers.add_parser(
@@ -85,6 +104,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     submit_p.add_argument("--package", help="a compiled pipeline YAML (default: compile now)")
     submit_p.add_argument("--no-cache", action="store_true", help="disable caching for every task of this run")
+    _add_credential_flags(submit_p)
     _add_param_flag(submit_p)
     _add_image_flags(submit_p)
     submit_p.set_defaults(func=_submit)
@@ -140,10 +160,12 @@ def print_local_run(run: Any) -> None:
 def _submit(args: argparse.Namespace) -> int:
     import tempfile
 
+    from pipelines.kfp_auth import credentials_from
     from pipelines.runner import compile_to, parse_assignments, submit
 
     if not args.host:
         raise ConfigError("--host is required (or set KF_PIPELINES_ENDPOINT), e.g. --host http://localhost:8080")
+    credentials = credentials_from(token=args.token, sa_token=args.sa_token, cookie=args.cookie)
     params = parse_assignments(args.param)
     with tempfile.TemporaryDirectory() as tmp:
         package = args.package or compile_to(
@@ -158,6 +180,7 @@ def _submit(args: argparse.Namespace) -> int:
             namespace=args.namespace,
             service_account=args.service_account,
             enable_caching=False if args.no_cache else None,
+            credentials=credentials,
         )
     print(f"submitted run {run_id} to {args.host} (experiment {args.experiment!r})")
     return 0

@@ -193,6 +193,19 @@ def upload(
     return uri
 
 
+def object_versions(uri: str) -> list[tuple[str, int, int]]:
+    """(name, generation, size) of every object at a `gs://` object or prefix, sorted; nothing is downloaded.
+
+    A new upload to the same name gets a new generation, so this list changes whenever the data does.
+
+    Raises:
+        StorageError: the bucket or the objects cannot be listed.
+    """
+    gcs = parse_gcs_uri(uri)
+    blobs, _ = _resolve(_checked_bucket(_client(), gcs), gcs)
+    return sorted((b.name, int(b.generation or 0), int(b.size or 0)) for b in blobs)
+
+
 # --- internals -------------------------------------------------------------------------------
 
 

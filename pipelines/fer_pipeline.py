@@ -145,11 +145,11 @@ def _default_json(name: str) -> str:
     return step_config_json(name, defaults(STEP_CONFIGS[name]))
 
 
-def _prepare_step(*, sources: Any, sample_n: Any, align: Any, split_mode: Any, limit: Any, workers: Any, seed: Any,
-                  images: PipelineImages, policy: TaskPolicy) -> Any:
+def _prepare_step(*, sources: Any, fingerprint: Any, sample_n: Any, align: Any, split_mode: Any, limit: Any,
+                  workers: Any, seed: Any, images: PipelineImages, policy: TaskPolicy) -> Any:
     prep = prepare(
         sources=sources, sample_n=sample_n, align=align, split_mode=split_mode, limit=limit, workers=workers,
-        seed=seed,
+        seed=seed, sources_fingerprint=fingerprint,
     ).set_display_name("prepare dataset")
     return _configure(prep, "prepare", image=images.cpu, policy=policy)
 
@@ -234,6 +234,7 @@ def build_pipeline(
     )
     def fer_pipeline(
         sources: str = "",
+        sources_fingerprint: str = "",
         sample_n: int = 0,
         align: bool = True,
         split_mode: str = "official",
@@ -254,7 +255,8 @@ def build_pipeline(
         canary_traffic_percent: int = 10,
         deploy_dry_run: bool = False,
     ) -> None:
-        """Parameters: `sources` comma-separated KIND:PATH (PATH local or gs://); `sample_n` > 0
+        """Parameters: `sources` comma-separated KIND:PATH (PATH local or gs://); `sources_fingerprint`
+        what is there now (filled in by `fer-mtl pipeline run/submit`; it keys prepare's cache); `sample_n` > 0
         adds that many generated faces; `seed` seeds the data split; `model_config`,
         `train_config` and `tune_config` are JSON objects of ModelConfig, TrainConfig and
         TuneConfig fields (the train and tune steps get the same model and training settings;
@@ -263,8 +265,8 @@ def build_pipeline(
         `tuning_storage` (postgresql:// URL on a cluster, a journal file locally); the model is
         deployed only when `deploy_model` is true and the gate passes."""
         prep = _prepare_step(
-            sources=sources, sample_n=sample_n, align=align, split_mode=split_mode, limit=limit,
-            workers=prepare_workers, seed=seed, **steps,
+            sources=sources, fingerprint=sources_fingerprint, sample_n=sample_n, align=align, split_mode=split_mode,
+            limit=limit, workers=prepare_workers, seed=seed, **steps,
         )
         dataset = prep.outputs["dataset"]
         best = _tune_steps(

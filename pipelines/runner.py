@@ -26,6 +26,7 @@ from typing import Any
 from fer_model._settings import parse_json_object
 from fer_model.artifact_files import METRICS_FILE, EvaluationMetrics
 from fer_model.errors import ConfigError, FerError, StorageError
+from pipelines.kfp_auth import TOKEN_ENV, KfpCredentials
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,20 @@ def coerce_params(raw: Mapping[str, Any]) -> dict[str, Any]:
         if section in out or section in fields:
             base = parse_json_object(out.get(section, inputs[section][1]), name=section)
             out[section] = step_config_json(section, {**base, **fields.get(section, {})})
+    return out
+
+
+def with_fingerprint(args: Mapping[str, Any]) -> dict[str, Any]:
+    """`args` with `sources_fingerprint` computed from what is at `sources` now, unless given.
+
+    Prepare is cached on its inputs: the fingerprint makes new data at the same locations a new
+    cache key (fer_model.source_fingerprint; gs:// is listed, not downloaded).
+    """
+    from fer_model.source_fingerprint import fingerprint_sources
+
+    out = dict(args)
+    if not out.get("sources_fingerprint"):
+        out["sources_fingerprint"] = fingerprint_sources(str(out.get("sources", "")))
     return out
 
 
@@ -200,7 +215,7 @@ def run_local(
     out = Path(out_dir).resolve()
     root = out / "pipeline-root"
     root.mkdir(parents=True, exist_ok=True)
-    args = coerce_params(params)
+    args = with_fingerprint(coerce_params(params))
     args.setdefault("tuning_storage", str((root if runner == "docker" else out) / "optuna-journal.log"))
     before = set(root.iterdir())
     local.init(runner=_local_runner(runner), pipeline_root=str(root))
@@ -255,25 +270,42 @@ def collect_outputs(run_dir: Path) -> LocalRun:
     return LocalRun(run_dir=run_dir, tasks=tasks, report=report, metrics=metrics)
 
 
-def probe_host(host: str, *, timeout: float = PROBE_TIMEOUT_S) -> None:
-    """Fail fast, with one clear line, when the KFP API at `host` does not answer.
+def probe_host(host: str, *, credentials: KfpCredentials | None = None, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Fail fast, with one clear line, when the KFP API at `host` does not answer or refuses `credentials`.
 
-    Any HTTP answer (even 401/403 from an auth proxy) counts as reachable.
+    The probe sends the credentials a run would send, so a missing, wrong or expired one is named
+    here, in one line, before `kfp.Client` retries its own health check for half a minute.
     """
     if not host.startswith(("http://", "https://")):
         raise ConfigError(f"--host must be an http(s) URL like http://localhost:8080, got {host!r}")
-    url = host.rstrip("/") + "/apis/v2beta1/healthz"
+    credentials = credentials or KfpCredentials()
+    request = urllib.request.Request(host.rstrip("/") + "/apis/v2beta1/healthz", headers=credentials.headers())
+    # Not following redirects: an auth proxy sends an unauthenticated client to its login page.
+    opener = urllib.request.build_opener(_NoRedirect)
     try:
-        with urllib.request.urlopen(url, timeout=timeout):  # noqa: S310 - scheme checked above
+        with opener.open(request, timeout=timeout):
             return
-    except urllib.error.HTTPError:
-        return
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403) or 300 <= e.code < 400:
+            answer = f"redirected to {e.headers.get('Location', 'a login page')}" if e.code < 400 else f"HTTP {e.code}"
+            sent = credentials.describe()
+            problem = "asks for credentials" if sent == "no credentials" else f"refused {sent} (wrong or expired?)"
+            raise PipelineError(
+                f"Kubeflow Pipelines at {host} {problem}: {answer}; pass a valid --token (or ${TOKEN_ENV}), "
+                "--sa-token inside the cluster, or --cookie authservice_session=... (see README: Run on Kubeflow)"
+            ) from None
+        return  # any other answer means the host is there; the API call itself will say more
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise PipelineError(
             f"cannot reach Kubeflow Pipelines at {host} ({reason}); check --host, e.g. "
             "`kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80` then --host http://localhost:8080"
         ) from e
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def submit(
@@ -286,8 +318,12 @@ def submit(
     namespace: str | None = None,
     service_account: str | None = None,
     enable_caching: bool | None = None,
+    credentials: KfpCredentials | None = None,
 ) -> str:
     """Submit a compiled pipeline to a Kubeflow Pipelines cluster; returns the run id.
+
+    `credentials` (a bearer token, a service-account token file, a session cookie) go to
+    `kfp.Client`; without them the API is called unauthenticated (a single-user install).
 
     Raises:
         ConfigError: bad parameters, or no `tuning_storage` (a cluster needs a shared database).
@@ -299,12 +335,14 @@ def submit(
             "pipeline parameter `tuning_storage` is required on a cluster: pass "
             "-p tuning_storage=postgresql://USER:${OPTUNA_DB_PASSWORD}@HOST:5432/DB (see README: Run on Kubeflow)"
         )
-    probe_host(host)
+    credentials = credentials or KfpCredentials()
+    probe_host(host, credentials=credentials)
+    args = with_fingerprint(args)
     import kfp
     from kfp_server_api.exceptions import ApiException
 
     try:
-        client = kfp.Client(host=host, namespace=namespace or "kubeflow")
+        client = kfp.Client(host=host, namespace=namespace or "kubeflow", **credentials.client_kwargs())
         result = client.create_run_from_pipeline_package(
             str(package),
             arguments=args,
@@ -315,7 +353,11 @@ def submit(
             enable_caching=enable_caching,
         )
     except ApiException as e:
-        raise PipelineError(f"Kubeflow Pipelines at {host} refused the run: HTTP {e.status} {e.reason}") from e
+        denied = e.status in (401, 403)
+        hint = f" with {credentials.describe()}; check the credentials and --namespace" if denied else ""
+        raise PipelineError(
+            f"Kubeflow Pipelines at {host} refused the run: HTTP {e.status} {e.reason}{hint}"
+        ) from None
     except (OSError, TimeoutError) as e:
         raise PipelineError(f"submitting to {host} failed: {type(e).__name__}: {e}") from e
     logger.info("submitted run %s to %s", result.run_id, host)

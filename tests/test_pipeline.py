@@ -174,6 +174,29 @@ def test_tune_and_train_steps_get_the_same_recipe(spec: dict[str, Any]) -> None:
         assert loop_in[channel] == {"componentInputParameter": name}
 
 
+def test_prepare_cache_key_includes_the_sources_fingerprint(spec: dict[str, Any]) -> None:
+    """KFP caches a task on its inputs: the fingerprint must be one of prepare's."""
+    prepare_in = _all_tasks(spec)["prepare"]["inputs"]["parameters"]
+    assert prepare_in["sources_fingerprint"] == {"componentInputParameter": "sources_fingerprint"}
+    assert spec["root"]["inputDefinitions"]["parameters"]["sources_fingerprint"]["parameterType"] == "STRING"
+
+
+def test_run_arguments_carry_the_fingerprint_of_the_data_now(tmp_path: Path) -> None:
+    from pipelines.runner import coerce_params, with_fingerprint
+
+    csv = tmp_path / "fer2013.csv"
+    csv.write_text("emotion,pixels,Usage\n")
+    params = {"sources": f"fer2013-csv:{csv}"}
+    first = with_fingerprint(coerce_params(params))["sources_fingerprint"]
+    assert first.startswith("sha256:") and with_fingerprint(coerce_params(params))["sources_fingerprint"] == first
+    csv.write_text("emotion,pixels,Usage\n0,1 2 3,Training\n")  # new data, same location
+    assert with_fingerprint(coerce_params(params))["sources_fingerprint"] != first
+    # One given explicitly (e.g. when the data cannot be listed from here) is kept as is.
+    pinned = with_fingerprint(coerce_params({**params, "sources_fingerprint": "v7"}))
+    assert pinned["sources_fingerprint"] == "v7"
+    assert with_fingerprint(coerce_params({"sample_n": "10"}))["sources_fingerprint"] == ""
+
+
 def test_step_settings_are_set_field_by_field_and_validated() -> None:
     from pipelines.runner import coerce_params
 
