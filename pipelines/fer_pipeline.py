@@ -268,6 +268,7 @@ def build_pipeline(
         service_namespace: str = "kubeflow-user-example-com",
         canary_traffic_percent: int = 10,
         deploy_dry_run: bool = False,
+        service_account: str = "",
         gpu_node_selector: dict = dict(GPU_NODE_SELECTOR),  # noqa: B006 (KFP reads the default)
         gpu_tolerations: list = [dict(t) for t in GPU_TOLERATIONS],  # noqa: B006 (KFP reads the default)
     ) -> None:
@@ -301,7 +302,8 @@ def build_pipeline(
             min_emotion_accuracy=min_emotion_accuracy, serving_metrics_uri=serving_metrics_uri,
             deploy_model=deploy_model, **steps,
             service={"name": service_name, "namespace": service_namespace,
-                     "canary_traffic_percent": canary_traffic_percent, "dry_run": deploy_dry_run},
+                     "canary_traffic_percent": canary_traffic_percent, "dry_run": deploy_dry_run,
+                     "service_account": service_account},
         )
 
     return fer_pipeline

@@ -124,6 +124,12 @@ def test_train_runs_on_gpu_nodes_named_by_pipeline_parameters(spec: dict[str, An
     assert train["resources"]["accelerator"]["resourceCount"] == "1"
 
 
+def test_deploy_gets_the_predictor_service_account_from_the_run(spec: dict[str, Any]) -> None:
+    deploy_inputs = _all_tasks(spec)["deploy"]["inputs"]["parameters"]
+    assert deploy_inputs["service_account"] == {"componentInputParameter": "pipelinechannel--service_account"}
+    assert spec["root"]["inputDefinitions"]["parameters"]["service_account"]["defaultValue"] == ""
+
+
 def test_tune_on_gpu_puts_trials_on_gpu_nodes(tmp_path: Path) -> None:
     out = tmp_path / "p.yaml"
     assert main(["pipeline", "compile", "--out", str(out), "--tune-on-gpu"]) == 0
