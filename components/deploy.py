@@ -16,6 +16,7 @@ def deploy(
     canary_traffic_percent: int = 10,
     min_replicas: int = 1,
     max_replicas: int = 3,
+    service_account: str = "",
     timeout_s: float = 900.0,
     poll_interval_s: float = 10.0,
     dry_run: bool = False,
@@ -33,6 +34,8 @@ def deploy(
         canary_traffic_percent: Traffic share of the new revision when a service already exists;
             100 promotes at once.
         min_replicas, max_replicas: Autoscaling bounds.
+        service_account: The predictor pod's service account (e.g. one with read access to the
+            model bucket via Workload Identity); "" leaves the namespace's default.
         timeout_s, poll_interval_s: How long to wait for Ready, and how often to look.
         dry_run: Write the manifest without contacting the cluster (local pipeline runs).
 
@@ -58,6 +61,7 @@ def deploy(
         canary_traffic_percent=canary_traffic_percent,
         min_replicas=min_replicas,
         max_replicas=max_replicas,
+        service_account_name=service_account or None,
     )
     record = {"manifest": build_inferenceservice(config), "dry_run": dry_run}
     url = ""

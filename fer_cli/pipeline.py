@@ -38,6 +38,10 @@ def _add_image_flags(parser: argparse.ArgumentParser, *, tuning_secret: bool = T
             help="Secret whose `password` key tune workers get as OPTUNA_DB_PASSWORD (default: %(default)s; "
             "'' for none)",
         )
+        parser.add_argument(
+            "--tune-on-gpu", action="store_true",
+            help="tuning trials run on GPU nodes too (gpu_node_selector / gpu_tolerations), not on CPU nodes",
+        )
     for role, env in _IMAGE_ENV.items():
         parser.add_argument(
             f"--{role}-image", metavar="IMAGE", help=f"{role} image (default: ${env}, else the pinned one)"
@@ -127,7 +131,9 @@ def _images(args: argparse.Namespace) -> Any:
 def _compile(args: argparse.Namespace) -> int:
     from pipelines.runner import compile_to
 
-    path, seconds = compile_to(args.out, images=_images(args), tuning_secret=args.tuning_secret or None)
+    path, seconds = compile_to(
+        args.out, images=_images(args), tuning_secret=args.tuning_secret or None, tune_on_gpu=args.tune_on_gpu
+    )
     print(f"compiled the fer-mtl pipeline to {path} in {seconds:.2f}s")
     return 0
 
@@ -169,7 +175,8 @@ def _submit(args: argparse.Namespace) -> int:
     params = parse_assignments(args.param)
     with tempfile.TemporaryDirectory() as tmp:
         package = args.package or compile_to(
-            os.path.join(tmp, "pipeline.yaml"), images=_images(args), tuning_secret=args.tuning_secret or None
+            os.path.join(tmp, "pipeline.yaml"), images=_images(args), tuning_secret=args.tuning_secret or None,
+            tune_on_gpu=args.tune_on_gpu,
         )[0]
         run_id = submit(
             host=args.host,

@@ -105,21 +105,27 @@ TUNING_SECRET = "fer-mtl-tuning-postgres"
 TUNING_PASSWORD_ENV = "OPTUNA_DB_PASSWORD"
 
 
-def _secret_as_env(task: Any, *, secret: str, key: str, env: str) -> None:
-    """Expose one key of a Kubernetes Secret to `task` as an environment variable.
+#: Where GPU steps run (pipeline parameters `gpu_node_selector` and `gpu_tolerations`, these by
+#: default): a GKE T4 pool; GPU pools are tainted `nvidia.com/gpu` so that only GPU pods land there.
+GPU_NODE_SELECTOR: Mapping[str, str] = MappingProxyType({"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"})
+GPU_TOLERATIONS: tuple[Mapping[str, str], ...] = (
+    MappingProxyType({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}),
+)
 
-    This writes the KFP Kubernetes platform spec that `kfp-kubernetes`'s `use_secret_as_env`
-    writes (both the old `secretName` and the newer `secretNameParameter` field, so old and new
-    backends read it), without depending on that package. kfp.local ignores it.
+
+def _on_gpu(task: Any, *, image: str, node_selector: Any, tolerations: Any) -> Any:
+    """One GPU for `task`, on the nodes the run's `gpu_node_selector` and `gpu_tolerations` name.
+
+    kfp-kubernetes takes a run-time selector or toleration only as a JSON parameter
+    (`add_node_selector_json`, `add_toleration_json`); `add_node_selector` / `add_toleration`
+    take compile-time strings. kfp.local ignores all of it.
     """
-    config = task.platform_config.setdefault("kubernetes", {})
-    config.setdefault("secretAsEnv", []).append(
-        {
-            "secretName": secret,
-            "secretNameParameter": {"runtimeValue": {"constant": secret}},
-            "keyToEnv": [{"secretKey": key, "envVar": env}],
-        }
-    )
+    from kfp import kubernetes
+
+    task.set_container_image(image)
+    kubernetes.add_node_selector_json(task, node_selector)
+    kubernetes.add_toleration_json(task, tolerations)
+    return task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
 
 
 #: The settings each step gets as one JSON object, by pipeline parameter name. Their defaults are
@@ -155,7 +161,8 @@ def _prepare_step(*, sources: Any, fingerprint: Any, sample_n: Any, align: Any, 
 
 
 def _tune_steps(*, dataset: Any, storage: Any, workers: Any, tune_config: Any, model_config: Any, train_config: Any,
-                images: PipelineImages, policy: TaskPolicy, tuning_secret: str | None) -> Any:
+                images: PipelineImages, policy: TaskPolicy, tuning_secret: str | None, gpu: Mapping[str, Any] | None
+                ) -> Any:
     """Tune workers in a ParallelFor, all in one study, then the best loss weights; returns select_best's task."""
     # One Optuna study per run, named by the run's id, shared by every worker.
     study_name = dsl.PIPELINE_JOB_ID_PLACEHOLDER
@@ -171,7 +178,12 @@ def _tune_steps(*, dataset: Any, storage: Any, workers: Any, tune_config: Any, m
         # Trials land in the shared study, so a cached worker would only skip its share.
         _configure(tune, "tune-worker", image=images.cpu, policy=policy, cache=False)
         if tuning_secret:
-            _secret_as_env(tune, secret=tuning_secret, key="password", env=TUNING_PASSWORD_ENV)
+            from kfp import kubernetes
+
+            kubernetes.use_secret_as_env(tune, secret_name=tuning_secret,
+                                         secret_key_to_env={"password": TUNING_PASSWORD_ENV})
+        if gpu is not None:  # build_pipeline(tune_on_gpu=True): trials train on GPU nodes too
+            _on_gpu(tune, image=images.gpu, **gpu)
     best = select_best(
         storage_url=storage, study_name=study_name, train_config=train_config
     ).set_display_name("select best loss weights")
@@ -180,12 +192,12 @@ def _tune_steps(*, dataset: Any, storage: Any, workers: Any, tune_config: Any, m
 
 
 def _train_step(*, dataset: Any, model_config: Any, train_config: Any, loss_weights: Any,
-                images: PipelineImages, policy: TaskPolicy) -> Any:
+                images: PipelineImages, policy: TaskPolicy, gpu: Mapping[str, Any]) -> Any:
     fit = train(
         dataset=dataset, model_config=model_config, train_config=train_config, loss_weights=loss_weights
     ).set_display_name("train (GPU)")
     _configure(fit, "train", image=images.gpu, policy=policy)
-    return fit.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+    return _on_gpu(fit, image=images.gpu, **gpu)
 
 
 def _release_steps(*, model: Any, dataset: Any, eval_split: Any, min_emotion_accuracy: Any, serving_metrics_uri: Any,
@@ -214,6 +226,7 @@ def build_pipeline(
     images: PipelineImages | None = None,
     policy: TaskPolicy | None = None,
     tuning_secret: str | None = TUNING_SECRET,
+    tune_on_gpu: bool = False,
 ) -> Any:
     """Build the fer-mtl pipeline (a KFP GraphComponent).
 
@@ -222,6 +235,8 @@ def build_pipeline(
         policy: Retries and resources per task.
         tuning_secret: Secret whose `password` key tune workers see as OPTUNA_DB_PASSWORD;
             None when `tuning_storage` needs no password.
+        tune_on_gpu: Tuning trials run on GPU nodes too (the GPU image, one GPU each, the run's
+            `gpu_node_selector` and `gpu_tolerations`); by default they run on CPU nodes.
     """
     images = images or PipelineImages()
     policy = policy or TaskPolicy()
@@ -254,6 +269,9 @@ def build_pipeline(
         service_namespace: str = "kubeflow-user-example-com",
         canary_traffic_percent: int = 10,
         deploy_dry_run: bool = False,
+        service_account: str = "",
+        gpu_node_selector: dict = dict(GPU_NODE_SELECTOR),  # noqa: B006 (KFP reads the default)
+        gpu_tolerations: list = [dict(t) for t in GPU_TOLERATIONS],  # noqa: B006 (KFP reads the default)
     ) -> None:
         """Parameters: `sources` comma-separated KIND:PATH (PATH local or gs://); `sources_fingerprint`
         what is there now (filled in by `fer-mtl pipeline run/submit`; it keys prepare's cache); `sample_n` > 0
@@ -263,7 +281,10 @@ def build_pipeline(
         `train_config`'s loss weights are used when no tuning trial completes); `tune_config`'s
         `n_trials` is study-wide, shared by `tune_workers` parallel workers through
         `tuning_storage` (postgresql:// URL on a cluster, a journal file locally); the model is
-        deployed only when `deploy_model` is true and the gate passes."""
+        deployed only when `deploy_model` is true and the gate passes; GPU steps run on nodes with
+        the labels `gpu_node_selector` and tolerate `gpu_tolerations` (a list of Kubernetes
+        tolerations)."""
+        gpu = {"node_selector": gpu_node_selector, "tolerations": gpu_tolerations}
         prep = _prepare_step(
             sources=sources, fingerprint=sources_fingerprint, sample_n=sample_n, align=align, split_mode=split_mode,
             limit=limit, workers=prepare_workers, seed=seed, **steps,
@@ -271,18 +292,20 @@ def build_pipeline(
         dataset = prep.outputs["dataset"]
         best = _tune_steps(
             dataset=dataset, storage=tuning_storage, workers=tune_workers, tune_config=tune_config,
-            model_config=model_config, train_config=train_config, tuning_secret=tuning_secret, **steps,
+            model_config=model_config, train_config=train_config, tuning_secret=tuning_secret,
+            gpu=gpu if tune_on_gpu else None, **steps,
         )
         fit = _train_step(
             dataset=dataset, model_config=model_config, train_config=train_config,
-            loss_weights=best.outputs["Output"], **steps,
+            loss_weights=best.outputs["Output"], gpu=gpu, **steps,
         )
         _release_steps(
             model=fit.outputs["model"], dataset=dataset, eval_split=eval_split,
             min_emotion_accuracy=min_emotion_accuracy, serving_metrics_uri=serving_metrics_uri,
             deploy_model=deploy_model, **steps,
             service={"name": service_name, "namespace": service_namespace,
-                     "canary_traffic_percent": canary_traffic_percent, "dry_run": deploy_dry_run},
+                     "canary_traffic_percent": canary_traffic_percent, "dry_run": deploy_dry_run,
+                     "service_account": service_account},
         )
 
     return fer_pipeline
@@ -293,12 +316,16 @@ fer_pipeline = build_pipeline()
 
 
 def compile_pipeline(
-    package_path: str, *, images: PipelineImages | None = None, tuning_secret: str | None = TUNING_SECRET
+    package_path: str,
+    *,
+    images: PipelineImages | None = None,
+    tuning_secret: str | None = TUNING_SECRET,
+    tune_on_gpu: bool = False,
 ) -> str:
     """Compile the pipeline to a KFP IR YAML file at `package_path` and return that path."""
     from kfp import compiler
 
-    pipeline = build_pipeline(images=images, tuning_secret=tuning_secret)
+    pipeline = build_pipeline(images=images, tuning_secret=tuning_secret, tune_on_gpu=tune_on_gpu)
     compiler.Compiler().compile(pipeline, package_path=package_path)
     logger.info("compiled pipeline %r to %s", PIPELINE_NAME, package_path)
     return package_path

@@ -168,7 +168,11 @@ def parse_assignments(items: list[str] | None) -> dict[str, str]:
 
 
 def compile_to(
-    path: str | os.PathLike[str], *, images: Any = None, tuning_secret: str | None = "fer-mtl-tuning-postgres"
+    path: str | os.PathLike[str],
+    *,
+    images: Any = None,
+    tuning_secret: str | None = "fer-mtl-tuning-postgres",
+    tune_on_gpu: bool = False,
 ) -> tuple[Path, float]:
     """Compile the pipeline (with `images`, a `PipelineImages`) to `path`; returns (path, seconds)."""
     from pipelines.fer_pipeline import compile_pipeline
@@ -177,7 +181,7 @@ def compile_to(
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        compile_pipeline(str(target), images=images, tuning_secret=tuning_secret)
+        compile_pipeline(str(target), images=images, tuning_secret=tuning_secret, tune_on_gpu=tune_on_gpu)
     except OSError as e:
         raise StorageError(f"cannot write the compiled pipeline to {target}: {e.strerror or e}") from e
     return target, time.perf_counter() - start

@@ -307,9 +307,16 @@ def test_spec_runs_our_server_on_the_mounted_artifact() -> None:
         "name": "fer-mtl",
         "namespace": NS,
         "labels": {"app.kubernetes.io/name": "fer-mtl", "app.kubernetes.io/component": "predictor"},
-        "annotations": {"serving.kserve.io/deploymentMode": "Serverless"},
+        "annotations": {
+            "serving.kserve.io/deploymentMode": "Serverless",
+            # KServe's Prometheus scraping of our /metrics on the serving port.
+            "serving.kserve.io/enable-prometheus-scraping": "true",
+            "prometheus.kserve.io/port": "8080",
+            "prometheus.kserve.io/path": "/metrics",
+        },
     }
     predictor = spec["spec"]["predictor"]
+    assert "serviceAccountName" not in predictor  # the namespace's default unless asked for
     assert (predictor["minReplicas"], predictor["maxReplicas"]) == (0, 5)
     (container,) = predictor["containers"]
     assert container["name"] == "kserve-container"
@@ -318,6 +325,12 @@ def test_spec_runs_our_server_on_the_mounted_artifact() -> None:
         "--host", "0.0.0.0", "--port", "8080", "--no-page", "--max-images", "4",
     ]  # fmt: skip
     assert container["resources"] == Resources().to_k8s()
+    # Liveness asks whether the process answers; readiness whether the model is loaded; the startup
+    # probe holds liveness off while the model loads.
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
+    assert container["startupProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
+    assert container["startupProbe"]["periodSeconds"] * container["startupProbe"]["failureThreshold"] >= 300
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/models/fer-mtl/ready", "port": 8080}
     assert canary_patch(_config())["spec"]["predictor"]["canaryTrafficPercent"] == 20
 
 
@@ -367,6 +380,7 @@ def test_deploy_component_calls_through(fake_kube: tuple[FakeKube, Any], monkeyp
             canary_traffic_percent=25,
             min_replicas=1,
             max_replicas=2,
+            service_account="fer-mtl-predictor",
             timeout_s=600.0,
             poll_interval_s=0.01,
         )
@@ -375,6 +389,7 @@ def test_deploy_component_calls_through(fake_kube: tuple[FakeKube, Any], monkeyp
     assert written["action"] == "created"
     assert written["url"] == URL
     created = kube.objects["fer-mtl"]
+    assert created["spec"]["predictor"]["serviceAccountName"] == "fer-mtl-predictor"
     assert {"name": "STORAGE_URI", "value": "gs://fer-models/run-44/model"} in created["spec"]["predictor"][
         "containers"
     ][0]["env"]

@@ -86,10 +86,12 @@ def test_dag_wiring(spec: dict[str, Any]) -> None:
     assert any("deploy_model" in c for c in conditions) and any("gate" in c for c in conditions)
 
 
+def _kubernetes_executors(spec: dict[str, Any]) -> dict[str, Any]:
+    return spec["_platform"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
 def test_tune_workers_get_the_database_password_from_the_secret(spec: dict[str, Any]) -> None:
-    executors = spec["_platform"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert set(executors) == {"exec-tune-worker"}
-    (secret,) = executors["exec-tune-worker"]["secretAsEnv"]
+    (secret,) = _kubernetes_executors(spec)["exec-tune-worker"]["secretAsEnv"]
     assert secret["secretName"] == "fer-mtl-tuning-postgres"
     assert secret["secretNameParameter"] == {"runtimeValue": {"constant": "fer-mtl-tuning-postgres"}}
     assert secret["keyToEnv"] == [{"secretKey": "password", "envVar": "OPTUNA_DB_PASSWORD"}]
@@ -97,6 +99,53 @@ def test_tune_workers_get_the_database_password_from_the_secret(spec: dict[str, 
     docs = yaml.safe_load_all((REPO / "manifests" / "base" / "tuning-postgres.yaml").read_text())
     names = [d["metadata"]["name"] for d in docs if d and d["kind"] == "Secret"]
     assert names == ["fer-mtl-tuning-postgres"]
+
+
+def _gpu_placement(spec: dict[str, Any], executor: str) -> tuple[Any, Any]:
+    """The node selector and tolerations of one executor, as the pipeline parameters they read."""
+    config = _kubernetes_executors(spec)[executor]
+    return config["nodeSelector"]["nodeSelectorJson"], [t["tolerationJson"] for t in config["tolerations"]]
+
+
+def test_train_runs_on_gpu_nodes_named_by_pipeline_parameters(spec: dict[str, Any]) -> None:
+    assert set(_kubernetes_executors(spec)) == {"exec-tune-worker", "exec-train"}
+    selector, tolerations = _gpu_placement(spec, "exec-train")
+    assert selector == {"componentInputParameter": "gpu_node_selector"}
+    assert tolerations == [{"componentInputParameter": "gpu_tolerations"}]
+    # Tuning trials stay on CPU nodes unless compiled with tune_on_gpu.
+    assert set(_kubernetes_executors(spec)["exec-tune-worker"]) == {"secretAsEnv"}
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    assert inputs["gpu_node_selector"]["defaultValue"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}
+    assert inputs["gpu_tolerations"]["defaultValue"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    assert train["image"] == GPU_IMAGE
+    assert train["resources"]["accelerator"]["resourceCount"] == "1"
+
+
+def test_deploy_gets_the_predictor_service_account_from_the_run(spec: dict[str, Any]) -> None:
+    deploy_inputs = _all_tasks(spec)["deploy"]["inputs"]["parameters"]
+    assert deploy_inputs["service_account"] == {"componentInputParameter": "pipelinechannel--service_account"}
+    assert spec["root"]["inputDefinitions"]["parameters"]["service_account"]["defaultValue"] == ""
+
+
+def test_tune_on_gpu_puts_trials_on_gpu_nodes(tmp_path: Path) -> None:
+    out = tmp_path / "p.yaml"
+    assert main(["pipeline", "compile", "--out", str(out), "--tune-on-gpu"]) == 0
+    pipeline_spec, platform_spec = yaml.safe_load_all(out.read_text())
+    spec = {**pipeline_spec, "_platform": platform_spec}
+    # Inside the ParallelFor the run's parameters arrive through the loop's inputs.
+    selector, tolerations = _gpu_placement(spec, "exec-tune-worker")
+    assert selector == {"componentInputParameter": "pipelinechannel--gpu_node_selector"}
+    assert tolerations == [{"componentInputParameter": "pipelinechannel--gpu_tolerations"}]
+    loop_inputs = spec["root"]["dag"]["tasks"]["for-loop-1"]["inputs"]["parameters"]
+    assert loop_inputs["pipelinechannel--gpu_node_selector"] == {"componentInputParameter": "gpu_node_selector"}
+    assert loop_inputs["pipelinechannel--gpu_tolerations"] == {"componentInputParameter": "gpu_tolerations"}
+    assert "secretAsEnv" in _kubernetes_executors(spec)["exec-tune-worker"]
+    tune = spec["deploymentSpec"]["executors"]["exec-tune-worker"]["container"]
+    assert tune["image"] == GPU_IMAGE
+    assert tune["resources"]["accelerator"]["resourceCount"] == "1"
 
 
 def test_compile_never_imports_tensorflow(tmp_path: Path) -> None:

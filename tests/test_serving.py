@@ -381,6 +381,54 @@ def test_health_and_readiness(server: Server) -> None:
     assert requests.get(f"{server.url}/v2/models/nope/ready", timeout=5).status_code == 404
 
 
+def test_model_metadata_lists_inputs_and_outputs(server: Server, model_tasks: dict[str, list[str]]) -> None:
+    meta = requests.get(f"{server.url}/v2/models/{NAME}", timeout=5).json()
+    assert meta["name"] == NAME
+    assert {(i["name"], i["datatype"], tuple(i["shape"])) for i in meta["inputs"]} == {
+        ("image", "BYTES", (-1,)),
+        ("face", "UINT8", (-1, SIZE, SIZE, 1)),
+    }
+    outputs = {o["name"]: o for o in meta["outputs"]}
+    assert set(outputs) == {"faces", "image_index", "box", *model_tasks}
+    for task, classes in model_tasks.items():
+        assert outputs[task]["datatype"] == "FP32"
+        assert outputs[task]["shape"] == [-1, len(classes)]
+
+
+def test_kserve_host_hook_still_exists() -> None:
+    """The one non-public kserve hook (server._bind_rest_server_to): fails loudly when kserve moves it."""
+    from importlib.metadata import version
+
+    import uvicorn
+    from packaging.specifiers import SpecifierSet
+
+    from fer_model.serving import server as fer_server
+
+    assert version("kserve") in SpecifierSet(fer_server.TESTED_KSERVE), (
+        f"kserve {version('kserve')} is not a tested version ({fer_server.TESTED_KSERVE}): re-check "
+        "fer_model/serving/server.py::_bind_rest_server_to, then widen TESTED_KSERVE and the pyproject pin"
+    )
+    from kserve.model_repository import ModelRepository
+    from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+    from kserve.protocol.rest.server import RESTServer
+
+    def build() -> Any:
+        repository = ModelRepository()
+        return RESTServer("kserve.model_server:app", DataPlane(model_registry=repository),
+                          ModelRepositoryExtension(model_registry=repository), 0)
+
+    original = RESTServer.__init__
+    try:
+        assert build().config.host == "0.0.0.0"  # what kserve does on its own
+        fer_server._bind_rest_server_to("127.0.0.1")
+        rest = build()
+        assert isinstance(rest.config, uvicorn.Config)
+        assert rest.config.host == "127.0.0.1"
+    finally:
+        RESTServer.__init__ = original
+
+
 def _metric(text: str, name: str, labels: str) -> float:
     for line in text.splitlines():
         if line.startswith(f"{name}{{{labels}}} "):

@@ -157,6 +157,34 @@ class DeployResult:
             raise ConfigError(f"`action` must be 'created' or 'patched', got {self.action!r}")
 
 
+#: KServe's Prometheus scraping: the pod gets prometheus.io/* annotations for our /metrics on the
+#: serving port (kserve's request histograms and our fer_* counters).
+PROMETHEUS_ANNOTATIONS = {
+    "serving.kserve.io/enable-prometheus-scraping": "true",
+    "prometheus.kserve.io/port": str(SERVING_PORT),
+    "prometheus.kserve.io/path": "/metrics",
+}
+
+
+def probes(name: str) -> dict[str, dict[str, Any]]:
+    """Startup, liveness and readiness probes of the predictor container.
+
+    The server listens only once the model is loaded (TensorFlow import + warm-up, a minute or more
+    on a small node), so the startup probe allows 5 minutes before liveness takes over; liveness asks
+    the process whether it answers at all, readiness whether the model is ready.
+    """
+    live = {"httpGet": {"path": "/v2/health/live", "port": SERVING_PORT}}
+    return {
+        "startupProbe": {**live, "periodSeconds": 5, "failureThreshold": 60},
+        "livenessProbe": {**live, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
+        "readinessProbe": {
+            "httpGet": {"path": f"/v2/models/{name}/ready", "port": SERVING_PORT},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+    }
+
+
 def build_inferenceservice(config: DeployConfig) -> dict[str, Any]:
     """The InferenceService manifest (a dict) for our custom predictor, without canary traffic."""
     container: dict[str, Any] = {
@@ -180,11 +208,7 @@ def build_inferenceservice(config: DeployConfig) -> dict[str, Any]:
         ],
         "env": [{"name": "STORAGE_URI", "value": config.storage_uri}],
         "ports": [{"containerPort": SERVING_PORT, "protocol": "TCP"}],
-        "readinessProbe": {
-            "httpGet": {"path": f"/v2/models/{config.name}/ready", "port": SERVING_PORT},
-            "periodSeconds": 5,
-            "failureThreshold": 3,
-        },
+        **probes(config.name),
         "resources": config.resources.to_k8s(),
     }
     predictor: dict[str, Any] = {
@@ -201,7 +225,7 @@ def build_inferenceservice(config: DeployConfig) -> dict[str, Any]:
             "name": config.name,
             "namespace": config.namespace,
             "labels": {"app.kubernetes.io/name": "fer-mtl", "app.kubernetes.io/component": "predictor"},
-            "annotations": {"serving.kserve.io/deploymentMode": config.deployment_mode},
+            "annotations": {"serving.kserve.io/deploymentMode": config.deployment_mode, **PROMETHEUS_ANNOTATIONS},
         },
         "spec": {"predictor": predictor},
     }

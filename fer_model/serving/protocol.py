@@ -228,3 +228,22 @@ def v2_response(
         use_binary_outputs=bool(source is not None and source.use_binary_outputs),
         requested_outputs=getattr(source, "request_outputs", None),
     )
+
+
+def v2_metadata(*, tasks: dict[str, tuple[str, ...]], size: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Open Inference Protocol tensor metadata: `(inputs, outputs)` for `GET /v2/models/NAME`.
+
+    A request carries exactly one of the two inputs (any name is accepted; these are the
+    documented ones); -1 is a variable dimension (images, faces in the request).
+    """
+    inputs = [
+        {"name": "image", "datatype": "BYTES", "shape": [-1]},
+        {"name": "face", "datatype": "UINT8", "shape": [-1, size, size, 1]},
+    ]
+    outputs = [
+        {"name": "faces", "datatype": "BYTES", "shape": [-1]},
+        {"name": "image_index", "datatype": "INT32", "shape": [-1]},
+        {"name": "box", "datatype": "INT32", "shape": [-1, 4]},
+    ]
+    outputs += [{"name": task, "datatype": "FP32", "shape": [-1, len(classes)]} for task, classes in tasks.items()]
+    return inputs, outputs

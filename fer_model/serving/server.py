@@ -1,30 +1,34 @@
-"""The KServe predictor: a `kserve.Model` over the model artifact, and the server that hosts it.
+"""The KServe predictor: a `kserve.Model` over the model artifact, served by `kserve.ModelServer`.
 
 Lifecycle (kserve.Model): `load()` builds the Predictor once and warms it up, then sets `ready`;
 `preprocess` validates the request (V1 dict / raw image bytes, or V2 InferRequest) into a
 ParsedRequest; `predict` decodes, detects, aligns and classifies every face of the request in one
 model batch, in a single inference thread so the event loop keeps answering health checks and
 refusing bad requests meanwhile; `postprocess` shapes the V1 or V2 answer (a V2 answer always
-carries an id: kserve's `/infer` fails with 500 without one).
+carries an id: kserve's `/infer` fails with 500 without one). `GET /v2/models/NAME` lists the
+Open Inference Protocol inputs and outputs (protocol.v2_metadata).
 
-Bad input is `kserve.errors.InvalidInput` (400, `{"error": "<one line>"}`); a body over the size
-limit is 413 before it is read (limits.BodyLimitMiddleware); an unknown model name is kserve's 404.
-FastAPI's multi-line 422 for malformed V2 JSON is turned into the same one-line 400.
+Serving uses kserve's public API: `ModelServer(...).start([model])`, and our additions go on the
+FastAPI app kserve serves (`kserve.model_server.app`) before it starts: a body over the size limit
+is 413 before it is read (limits.BodyLimitMiddleware); a V2 binary-extension body is refused with
+the workaround (kserve 0.21 decodes its BYTES as UTF-8, so raw images cannot pass); bad input is a
+one-line 400 (`{"error": ...}`); FastAPI's multi-line 422 for malformed V2 JSON becomes the same
+one-line 400; the try-it page is at `GET /` when asked for. With `--workers N` kserve's worker
+processes receive the model by pickling: unpickling puts the same additions on the worker's app,
+and the worker loads the model at its ASGI start-up.
 
-Networking: kserve's RESTServer binds 0.0.0.0 unconditionally and ModelServer starts gRPC on 8081
-unless told otherwise. `serve()` binds the host it is given (127.0.0.1 unless the container asks
-for 0.0.0.0) and starts gRPC only when a gRPC port is passed.
-
-The try-it page (fer_model/serving/page) is served at `GET /` when `page=True`; `_add_routes` is the
-one place that puts it on the app.
+Networking: gRPC starts only when a gRPC port is passed. kserve's REST server always binds 0.0.0.0;
+`_bind_rest_server_to` is the one non-public hook, so a local server listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,25 +37,46 @@ from fer_model.serving._kserve import import_kserve
 import_kserve()
 
 import kserve  # noqa: E402
+import kserve.model_server  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
-from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING  # noqa: E402
-from kserve.errors import InferenceError  # noqa: E402
 from kserve.errors import InvalidInput as KServeInvalidInput  # noqa: E402
-from kserve.protocol.rest.multiprocess.server import RESTServerMultiProcess  # noqa: E402
-from kserve.protocol.rest.server import RESTServer  # noqa: E402
 from prometheus_client import Counter  # noqa: E402
 
 from fer_model.errors import ConfigError, DataError, InvalidInput  # noqa: E402
 from fer_model.serving.limits import BodyLimitMiddleware, RequestLimits  # noqa: E402
-from fer_model.serving.protocol import ParsedRequest, parse_v1, parse_v2, v1_response, v2_response  # noqa: E402
+from fer_model.serving.protocol import (  # noqa: E402
+    ParsedRequest,
+    parse_v1,
+    parse_v2,
+    v1_response,
+    v2_metadata,
+    v2_response,
+)
 
 logger = logging.getLogger(__name__)
+
+# kserve versions this module was tested against (pyproject pins the same range).
+TESTED_KSERVE = ">=0.21,<0.22"
 
 # Our own Prometheus series, next to kserve's request_*_seconds histograms on /metrics.
 IMAGES = Counter("fer_images_total", "Images (or aligned faces) received in valid requests", ["model_name"])
 FACES = Counter("fer_faces_total", "Faces classified", ["model_name"])
 REJECTED = Counter("fer_rejected_requests_total", "Requests refused with a 4xx", ["reason"])
+
+BINARY_UNSUPPORTED = "binary BYTES inputs are not supported for images; send them base64-encoded in JSON"
+
+
+class RequestRefused(KServeInvalidInput):
+    """A client's mistake found by our checks: a one-line 400 (kserve logs its own 400s with a traceback)."""
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """What we add to kserve's app; travels with the model into worker processes."""
+
+    max_body_bytes: int
+    page: bool
 
 
 class FerModel(kserve.Model):
@@ -61,12 +86,22 @@ class FerModel(kserve.Model):
         name: Model name in request paths (`/v1/models/NAME:predict`, `/v2/models/NAME/infer`).
         model_dir: The model artifact folder (in a pod: /mnt/models, filled by KServe's storage initializer).
         limits: Request limits.
+        app_settings: When set, unpickling this model (in a kserve worker process) extends that
+            process's app with them; `serve()` sets it.
     """
 
-    def __init__(self, *, name: str, model_dir: str | os.PathLike[str], limits: RequestLimits) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        model_dir: str | os.PathLike[str],
+        limits: RequestLimits,
+        app_settings: AppSettings | None = None,
+    ) -> None:
         super().__init__(name)
         self.model_dir = Path(model_dir)
         self.limits = limits
+        self.app_settings = app_settings
         self._predictor: Any = None
         # One inference thread: the Predictor (OpenCV cascades, a Keras model) is used by one
         # caller at a time, and the event loop stays free for health checks and cheap rejections.
@@ -87,8 +122,8 @@ class FerModel(kserve.Model):
         return self.ready
 
     # Worker processes (--workers > 1) get the model by pickling: ship the settings only; the worker
-    # loads it once it runs (_RESTServer.run), not while unpickling, where it would not yet answer
-    # kserve's liveness pings and be killed and respawned for being slow to load.
+    # loads it at its ASGI start-up (LoadAtStartup), not while unpickling, where it would not yet
+    # answer kserve's liveness pings and be killed and respawned for being slow to load.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_predictor"] = None
@@ -99,6 +134,19 @@ class FerModel(kserve.Model):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fer-infer")
+        if self.app_settings is not None:
+            extend_app(kserve.model_server.app, settings=self.app_settings, models=[self])
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return self._metadata()[0]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return self._metadata()[1]
+
+    def _metadata(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        if self._predictor is None:  # not loaded yet: nothing to describe
+            return [], []
+        return v2_metadata(tasks=self._predictor.tasks, size=self._predictor.input_size)
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> ParsedRequest:
         size = self._predictor.input_size
@@ -108,7 +156,7 @@ class FerModel(kserve.Model):
             else:
                 parsed = parse_v1(payload, limits=self.limits, size=size)
         except InvalidInput as e:
-            raise KServeInvalidInput(str(e)) from None
+            raise RequestRefused(str(e)) from None
         IMAGES.labels(model_name=self.name).inc(parsed.count)
         return parsed
 
@@ -117,7 +165,7 @@ class FerModel(kserve.Model):
         try:
             results = await loop.run_in_executor(self._executor, self._infer, payload)
         except (InvalidInput, DataError) as e:
-            raise KServeInvalidInput(str(e)) from None
+            raise RequestRefused(str(e)) from None
         FACES.labels(model_name=self.name).inc(sum(len(r) for r in results))
         if payload.protocol == "v2":
             return v2_response(results, parsed=payload, model_name=self.name, tasks=self._predictor.tasks)
@@ -147,19 +195,9 @@ async def _validation_error(_request: Any, exc: RequestValidationError) -> JSONR
     return _reject("request does not match the V2 inference request schema: " + "; ".join(problems))
 
 
-async def _invalid_input(_request: Any, exc: KServeInvalidInput) -> JSONResponse:
-    """kserve logs every 400 with a traceback; a client's mistake is worth one line at INFO."""
+async def _request_refused(_request: Any, exc: RequestRefused) -> JSONResponse:
+    """A client's mistake is worth one line at INFO, not kserve's traceback at ERROR."""
     return _reject(str(exc))
-
-
-async def _inference_error(_request: Any, exc: InferenceError) -> JSONResponse:
-    """kserve's InferenceError: one bounded line (its messages can quote whole payloads)."""
-    reason = " ".join(str(exc).split())
-    if reason.startswith("Failed to encode") and "binary_data" in reason:
-        # kserve 0.21 decodes binary-extension BYTES inputs as UTF-8: raw image bytes cannot pass.
-        return _reject("binary BYTES inputs are not supported for images; send them base64-encoded in JSON")
-    logger.error("inference error: %s", reason[:2000])
-    return JSONResponse(status_code=500, content={"error": reason[:300]})
 
 
 def _reject(reason: str, *, status: int = 400, label: str = "invalid_input") -> JSONResponse:
@@ -168,39 +206,40 @@ def _reject(reason: str, *, status: int = 400, label: str = "invalid_input") -> 
     return JSONResponse(status_code=status, content={"error": reason})
 
 
-class _RESTServer(RESTServer):
-    """kserve's RESTServer on our host, with the body limit and one-line validation errors.
+_BINARY_HEADER = b"inference-header-content-length"
 
-    Picklable (it is the target of kserve's worker processes), so it keeps only plain settings.
+
+class RefuseBinaryExtension:
+    """A V2 binary-extension body (`Inference-Header-Content-Length`) is a 400 naming the workaround.
+
+    kserve 0.21 decodes binary BYTES inputs as UTF-8 and answers raw image bytes with a 500; the
+    header says what the body is before anything is read.
     """
 
-    def __init__(self, *args: Any, host: str, max_body_bytes: int, page: bool, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.config.host = host
-        self.max_body_bytes = max_body_bytes
-        self.page = page
+    def __init__(self, app: Any) -> None:
+        self.app = app
 
-    def run(self, sockets: list[Any] | None = None) -> None:
-        """A worker process's entry: load the models it received unloaded, then serve."""
-        for model in self.dataplane.model_registry.get_models().values():
-            if isinstance(model, FerModel) and not model.ready:
-                model.load()
-        super().run(sockets=sockets)
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        binary = scope["type"] == "http" and any(k.lower() == _BINARY_HEADER for k, _ in scope["headers"])
+        if binary:
+            await _reject(BINARY_UNSUPPORTED, label="binary_extension")(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
-    def create_application(self) -> None:
-        super().create_application()
-        from uvicorn.importer import import_from_string
 
-        app = import_from_string(FASTAPI_APP_IMPORT_STRING)
-        app.add_exception_handler(RequestValidationError, _validation_error)
-        app.add_exception_handler(KServeInvalidInput, _invalid_input)
-        app.add_exception_handler(InferenceError, _inference_error)
-        app.add_middleware(
-            BodyLimitMiddleware,
-            max_body_bytes=self.max_body_bytes,
-            on_reject=lambda reason: REJECTED.labels(reason=reason).inc(),
-        )
-        _add_routes(app, page=self.page)
+class LoadAtStartup:
+    """Load models that arrived unloaded (a kserve worker process) when the ASGI app starts."""
+
+    def __init__(self, app: Any, *, models: list[FerModel]) -> None:
+        self.app = app
+        self.models = models
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            for model in self.models:
+                if not model.ready:
+                    model.load()
+        await self.app(scope, receive, send)
 
 
 def _add_routes(app: Any, *, page: bool) -> None:
@@ -211,63 +250,42 @@ def _add_routes(app: Any, *, page: bool) -> None:
         add_page_routes(app)
 
 
-class _ModelServer(kserve.ModelServer):
-    """ModelServer whose REST server binds `host` and whose gRPC server runs only when asked."""
+def extend_app(app: Any, *, settings: AppSettings, models: list[FerModel]) -> None:
+    """Put our middleware, error handlers and routes on kserve's FastAPI `app` (once per process)."""
+    if getattr(app.state, "fer_extended", False):
+        return
+    app.state.fer_extended = True
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(RequestRefused, _request_refused)
+    app.add_middleware(LoadAtStartup, models=models)
+    app.add_middleware(RefuseBinaryExtension)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        on_reject=lambda reason: REJECTED.labels(reason=reason).inc(),
+    )
+    _add_routes(app, page=settings.page)
 
-    def __init__(self, *, host: str, max_body_bytes: int, page: bool, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.host = host
-        self.max_body_bytes = max_body_bytes
-        self.page = page
 
-    def start(self, models: list[Any]) -> None:
-        # Same steps as kserve.ModelServer.start, with our REST server in place of kserve's.
-        self._register_and_check_atleast_one_model_is_ready(models)
-        rest = _RESTServer(
-            FASTAPI_APP_IMPORT_STRING,
-            self.dataplane,
-            self.model_repository_extension,
-            self.http_port,
-            access_log_format=self.access_log_format,
-            workers=self.workers,
-            grace_period=self.grace_period,
-            event_loop=self.event_loop,
-            timeout_keep_alive=self.timeout_keep_alive,
-            host=self.host,
-            max_body_bytes=self.max_body_bytes,
-            page=self.page,
-        )
-        if self.workers > 1:
-            self._rest_multiprocess_server = RESTServerMultiProcess(
-                FASTAPI_APP_IMPORT_STRING,
-                self.dataplane,
-                self.model_repository_extension,
-                self.http_port,
-                workers=self.workers,
-                grace_period=self.grace_period,
-                event_loop=self.event_loop,
-                timeout_keep_alive=self.timeout_keep_alive,
-            )
-            self._rest_multiprocess_server._rest_server = rest  # its workers run our server (host, limits)
-            self.servers.append(self._rest_multiprocess_server.start())
-        else:
-            self._rest_server = rest
-            self.servers.append(rest.start())
-        if self.enable_grpc:
-            from kserve.model_server import args as kserve_args
-            from kserve.protocol.grpc.server import GRPCServer
+def _bind_rest_server_to(host: str) -> None:
+    """The one non-public hook: the interface kserve's REST server binds.
 
-            self._grpc_server = GRPCServer(
-                self.grpc_port,
-                self.dataplane,
-                self.model_repository_extension,
-                kwargs=vars(kserve_args),
-                grace_period=self.grace_period,
-            )
-            self.servers.append(self._grpc_server.start(self.max_threads))
-        self.setup_event_loop()
-        self.register_signal_handler()
-        asyncio.run(self._serve())
+    Checked against kserve 0.21.0 (TESTED_KSERVE): `kserve.protocol.rest.server.RESTServer.__init__`
+    builds `self.config = uvicorn.Config(host="0.0.0.0", ...)` with no parameter for the host, and
+    both the single-process and the multi-process (`--workers`) servers bind from that config.
+    This wraps `__init__` to set `config.host` afterwards.
+    tests/test_serving.py::test_kserve_host_hook_still_exists fails when kserve moves it.
+    """
+    from kserve.protocol.rest.server import RESTServer
+
+    original = getattr(RESTServer.__init__, "__wrapped__", RESTServer.__init__)
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.config.host = host
+
+    RESTServer.__init__ = __init__
 
 
 def serve(
@@ -308,12 +326,12 @@ def serve(
         raise ConfigError(f"`workers` must be >= 1, got {workers}")
     if not name or "/" in name or ":" in name:
         raise ConfigError(f"`name` must be a non-empty model name without '/' or ':', got {name!r}")
-    model = FerModel(name=name, model_dir=model_dir, limits=limits)
+    settings = AppSettings(max_body_bytes=limits.max_body_bytes, page=page)
+    model = FerModel(name=name, model_dir=model_dir, limits=limits, app_settings=settings)
     model.load()
-    server = _ModelServer(
-        host=host,
-        max_body_bytes=limits.max_body_bytes,
-        page=page,
+    extend_app(kserve.model_server.app, settings=settings, models=[model])
+    _bind_rest_server_to(host)
+    server = kserve.ModelServer(
         http_port=port,
         grpc_port=grpc_port or 8081,
         enable_grpc=grpc_port is not None,
@@ -324,4 +342,3 @@ def serve(
     logger.info("serving %s on http://%s:%d (gRPC %s, page %s)", name, host, port, grpc_port or "off",
                 "on" if page else "off")
     server.start([model])
-
