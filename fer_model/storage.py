@@ -5,7 +5,8 @@ a `gs://` source into one, and `upload` to publish an artifact folder.
 
 Transfers are retried with exponential backoff (google.api_core.retry) on transient failures
 (connection errors, 408/429/5xx). Objects above 8 MiB upload resumably in `chunk_size` pieces, so
-a broken connection costs one chunk, not the whole model. Before a transfer a short, bounded probe
+a broken connection costs one chunk, not the whole model. A folder downloads several objects at
+once (`transfer_manager`, threads). Before a transfer a short, bounded probe
 checks that the bucket exists and the endpoint answers, so a typo in the bucket name or an
 unreachable endpoint fails in seconds with a `StorageError`, instead of hanging in retries.
 
