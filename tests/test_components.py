@@ -187,7 +187,6 @@ def test_tune_worker_trials_train_with_the_runs_recipe(
         assert trial_train == expected
 
 
-@pytest.mark.parametrize(("comp", "output"), [(evaluate, "report"), ("select_best", "study_report")])
-def test_reports_are_html_artifacts_the_kfp_ui_renders(comp: Any, output: str) -> None:
-    comp = getattr(components, comp) if isinstance(comp, str) else comp
-    assert comp.component_spec.outputs[output].type == "system.HTML@0.0.1"
+@pytest.mark.parametrize(("name", "output"), [("evaluate", "report"), ("select_best", "study_report")])
+def test_reports_are_html_artifacts_the_kfp_ui_renders(name: str, output: str) -> None:
+    assert getattr(components, name).component_spec.outputs[output].type == "system.HTML@0.0.1"
