@@ -1,7 +1,7 @@
 """KFP component: model artifact + dataset artifact -> metrics, confusion matrices, report."""
 
 from kfp import dsl
-from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
 from components._images import CPU_IMAGE
 
@@ -15,7 +15,7 @@ def evaluate(
     gender_cm: Output[ClassificationMetrics],
     race_cm: Output[ClassificationMetrics],
     age_cm: Output[ClassificationMetrics],
-    report: Output[Markdown],
+    report: Output[HTML],
     split: str = "test",
 ) -> float:
     """Score the model on one split of the dataset.
@@ -23,11 +23,11 @@ def evaluate(
     Args:
         model: A model artifact folder (from `train`).
         dataset: The dataset artifact it is scored on.
-        metrics: A folder holding metrics.json, report.md and confusion_<task>.png (what the gate
-            reads), with accuracy and macro-F1 per task as scalar metrics for the KFP UI.
+        metrics: A folder holding metrics.json, report.md, report.html and confusion_<task>.png
+            (what the gate reads), with accuracy and macro-F1 per task as scalar metrics for the KFP UI.
         emotion_cm: Emotion confusion matrix (likewise gender_cm, race_cm, age_cm); a task the
             model has no head for, or with no labelled sample in the split, stays empty.
-        report: The Markdown report.
+        report: The report as one HTML file, confusion images inlined, so the KFP UI shows it whole.
         split: "test" (default), "validation" or "train".
 
     Returns:
@@ -37,8 +37,8 @@ def evaluate(
     import shutil
     from pathlib import Path
 
-    from fer_model.artifact_files import REPORT_FILE
     from fer_model.evaluation import evaluate as score
+    from fer_model.report import REPORT_HTML_FILE
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     result = score(model_dir=model.path, dataset_dir=dataset.path, out_dir=metrics.path, split=split)
@@ -56,6 +56,6 @@ def evaluate(
         out.metadata["labelled"] = task_metrics.n_labelled
         out.metadata["accuracy"] = task_metrics.accuracy
     Path(report.path).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(metrics.path) / REPORT_FILE, report.path)
+    shutil.copyfile(Path(metrics.path) / REPORT_HTML_FILE, report.path)
     emotion = result.task("emotion")
     return float(emotion.accuracy or 0.0) if emotion else 0.0

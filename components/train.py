@@ -29,6 +29,7 @@ def train(
     """
     import dataclasses
     import logging
+    import sys
 
     from fer_model._settings import parse_loss_weights
     from fer_model.model import ModelConfig
@@ -37,6 +38,9 @@ def train(
     from fer_model.training import TrainConfig
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if hasattr(sys.stdout, "reconfigure"):
+        # A pod's stdout is a pipe (block-buffered): flush each line so epochs show in the logs as they end.
+        sys.stdout.reconfigure(line_buffering=True)
     recipe = TrainConfig.from_json(train_config)
     recipe = dataclasses.replace(recipe, loss_weights={**recipe.loss_weights, **parse_loss_weights(loss_weights)})
     result = train_model(

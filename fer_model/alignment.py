@@ -15,7 +15,7 @@ import logging
 import math
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -333,6 +333,7 @@ def align_batch(
     workers: int = 1,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     chunk_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[AlignResult]:
     """Align many images, in order, decoding bytes and aligning in `workers` processes.
 
@@ -344,6 +345,8 @@ def align_batch(
         workers: Processes; 1 runs in this process (no start-up cost).
         max_pixels: Decoding limit per image (see `decode_image`).
         chunk_size: Images sent to a worker at a time (default: about 4 chunks per worker).
+        progress: Called with the number of images just aligned, as they finish (each image in
+            this process, each chunk with workers), e.g. `fer_model.progress.Progress.advance`.
 
     Returns:
         One `AlignResult` per input, in input order. Undecodable inputs and full images without a
@@ -356,16 +359,25 @@ def align_batch(
     if len(crops) != len(images):
         raise ConfigError(f"`is_face_crop` has {len(crops)} values for {len(images)} images")
     items = list(zip(images, crops, strict=True))
+    report = progress or (lambda n: None)
     if workers == 1 or len(items) <= 1:
         aligner = FaceAligner(config)
-        return [_align_item(aligner, item, crop, max_pixels) for item, crop in items]
+        results = []
+        for item, crop in items:
+            results.append(_align_item(aligner, item, crop, max_pixels))
+            report(1)
+        return results
     size = chunk_size or max(1, min(512, math.ceil(len(items) / (workers * 4))))
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     # spawn, not fork: the parent may hold TensorFlow or OpenCV threads, which fork can deadlock.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(config,)) as pool:
-        results = pool.map(_align_chunk, chunks, [max_pixels] * len(chunks))
-        return [result for chunk in results for result in chunk]
+        results = []
+        # map yields the chunks in order as they finish, so progress moves while the pool works.
+        for chunk_results in pool.map(_align_chunk, chunks, [max_pixels] * len(chunks)):
+            results.extend(chunk_results)
+            report(len(chunk_results))
+        return results
 
 
 def alignment_stats(

@@ -1,8 +1,9 @@
 """Evaluate a model artifact on one split of a dataset artifact.
 
-Writes metrics.json (schema in docs/ARCHITECTURE.md), one confusion_<task>.png per task, and
-report.md. Metrics are computed by `build_metrics` from plain arrays, so they are testable without
-a model; `evaluate` only adds the artifact loading and batched prediction around it.
+Writes metrics.json (schema in docs/ARCHITECTURE.md), one confusion_<task>.png per task,
+report.md and report.html (the same, PNGs inlined). Metrics are computed by `build_metrics` from
+plain arrays, so they are testable without a model; `evaluate` only adds the artifact loading and
+batched prediction around it.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def evaluate(
     batch_size: int = 256,
     flip_average: bool = False,
 ) -> EvaluationMetrics:
-    """Score a model artifact on one split and write metrics.json, confusion PNGs and report.md.
+    """Score a model artifact on one split and write metrics.json, confusion PNGs, report.md and report.html.
 
     `flip_average` averages each face's probabilities with its mirror image's (off by default).
 

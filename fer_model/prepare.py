@@ -30,6 +30,7 @@ from fer_model import __version__
 from fer_model.alignment import AlignConfig, AlignResult, align_batch, alignment_stats
 from fer_model.dataset import write_dataset
 from fer_model.errors import ConfigError, DataError
+from fer_model.progress import DEFAULT_EVERY_S, Progress
 from fer_model.readers import SourceSpec, SplitMode, read_source
 from fer_model.readers._common import check_split_mode
 from fer_model.records import SPLIT_CODES, SPLITS, Record, Reject
@@ -49,6 +50,7 @@ class _SourceRun:
 
     spec: SourceSpec
     local_path: Path
+    progress: Progress  # counts aligned images, logs a line every so often
     records: list[Record] = field(default_factory=list)
     results: list[AlignResult] = field(default_factory=list)  # one per kept record, same order
     all_results: list[AlignResult] = field(default_factory=list)  # one per aligned input
@@ -86,7 +88,8 @@ def _unique_names(specs: Sequence[SourceSpec]) -> list[SourceSpec]:
 
 def _align_chunk(run: _SourceRun, chunk: list[Record], *, align: AlignConfig, workers: int) -> None:
     results = align_batch(
-        [r.image for r in chunk], is_face_crop=[r.is_face_crop for r in chunk], config=align, workers=workers
+        [r.image for r in chunk], is_face_crop=[r.is_face_crop for r in chunk], config=align, workers=workers,
+        progress=run.progress.advance,
     )
     for record, result in zip(chunk, results, strict=True):
         run.all_results.append(result)
@@ -122,7 +125,8 @@ def _read_and_align(
 
 
 def _check_options(
-    sources: Sequence[SourceSpec | str], *, workers: int, limit: int | None, chunk_size: int, split_mode: SplitMode
+    sources: Sequence[SourceSpec | str], *, workers: int, limit: int | None, chunk_size: int, split_mode: SplitMode,
+    progress_every_s: float,
 ) -> list[SourceSpec]:
     """The sources as uniquely named specs, once every option of `prepare_dataset` is usable."""
     if not sources:
@@ -133,18 +137,23 @@ def _check_options(
         raise ConfigError(f"`limit` must be >= 1 or None, got {limit}")
     if chunk_size < 1:
         raise ConfigError(f"`chunk_size` must be >= 1, got {chunk_size}")
+    if not progress_every_s >= 0:
+        raise ConfigError(f"`progress_every_s` must be >= 0 seconds, got {progress_every_s}")
     check_split_mode(split_mode)
     return _unique_names([s if isinstance(s, SourceSpec) else SourceSpec.parse(s) for s in sources])
 
 
 def _run_source(
     spec: SourceSpec, *, align: AlignConfig, workers: int, seed: int, split_mode: SplitMode, limit: int | None,
-    chunk_size: int,
+    chunk_size: int, progress_every_s: float,
 ) -> _SourceRun:
     """Read and align one source; DataError when it yields no usable record."""
-    run = _SourceRun(spec=spec, local_path=local_source(spec.path))
+    # Readers stream, so a source's size is known only with `limit` (an upper bound, then an ETA).
+    progress = Progress(f"{spec.name}: aligned", total=limit, unit="images", every_s=progress_every_s, log=logger)
+    run = _SourceRun(spec=spec, local_path=local_source(spec.path), progress=progress)
     items = read_source(replace(spec, path=str(run.local_path)), seed=seed, split_mode=split_mode, notes=run.notes)
     _read_and_align(run, itertools.islice(items, limit), align=align, workers=workers, chunk_size=chunk_size)
+    run.progress.finish()
     if not run.records:
         top = Counter(r.reason for r in run.rejects).most_common(1)
         why = f"; most common reject: {top[0][0]!r} x{top[0][1]}" if top else ""
@@ -188,6 +197,7 @@ def prepare_dataset(
     split_mode: SplitMode = "official",
     limit: int | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress_every_s: float = DEFAULT_EVERY_S,
 ) -> Path:
     """Read every source, align every image, and write one dataset artifact.
 
@@ -200,6 +210,8 @@ def prepare_dataset(
         split_mode: "official" or "paper" (see `fer_model.readers.read_source`).
         limit: Read at most this many inputs per source (records and rejects), for quick runs.
         chunk_size: Records aligned per batch; bounds the encoded images held in memory.
+        progress_every_s: Seconds between progress lines while a source is aligned (images done,
+            rate, and with `limit` an ETA); each source also ends with one.
 
     Returns:
         The artifact folder.
@@ -209,11 +221,12 @@ def prepare_dataset(
         DataError: a source is malformed as a whole or yields no usable record.
         StorageError: a source path does not exist or cannot be downloaded.
     """
-    specs = _check_options(sources, workers=workers, limit=limit, chunk_size=chunk_size, split_mode=split_mode)
+    specs = _check_options(sources, workers=workers, limit=limit, chunk_size=chunk_size, split_mode=split_mode,
+                           progress_every_s=progress_every_s)
     started = time.perf_counter()
     runs = [
         _run_source(spec, align=align, workers=workers, seed=seed, split_mode=split_mode, limit=limit,
-                    chunk_size=chunk_size)
+                    chunk_size=chunk_size, progress_every_s=progress_every_s)
         for spec in specs
     ]
     images, labels, split = _arrays(runs)

@@ -1,4 +1,7 @@
-"""report.md and confusion-matrix PNGs, rendered from the metrics `evaluate` returns.
+"""report.md, report.html and confusion-matrix PNGs, rendered from the metrics `evaluate` returns.
+
+report.md links the PNGs beside it (for people browsing the folder); report.html is the same
+report as one file with the PNGs inlined, which is what the KFP UI can show.
 
 Plots are drawn on a bare `Figure` with the Agg canvas, never through pyplot: a library must not
 switch the process's matplotlib backend or leak global figures, and Agg needs no display.
@@ -17,8 +20,12 @@ import numpy as np
 
 from fer_model.artifact_files import REPORT_FILE, EvaluationMetrics, FairnessTable, ModelArtifactConfig, TaskMetrics
 from fer_model.errors import DataError
+from fer_model.html_page import markdown_to_html
 
 logger = logging.getLogger(__name__)
+
+#: The self-contained report (images inlined) next to report.md.
+REPORT_HTML_FILE = "report.html"
 
 
 def confusion_png_name(task: str) -> str:
@@ -131,7 +138,7 @@ def _model_section(metrics: EvaluationMetrics, model_config: ModelArtifactConfig
 def write_report(
     metrics: EvaluationMetrics, *, out_dir: str | os.PathLike[str], model_config: ModelArtifactConfig | None = None
 ) -> Path:
-    """Write one confusion PNG per task with labelled samples, then report.md embedding them.
+    """Write one confusion PNG per task with labelled samples, report.md linking them, report.html inlining them.
 
     Args:
         metrics: What `fer_model.evaluation.evaluate` builds (the content of metrics.json).
@@ -170,6 +177,9 @@ def write_report(
         lines += [f"### {name}", "", f"![{name} confusion matrix]({png.name})", ""]
     lines += ["## Model", "", *_model_section(metrics, model_config), ""]
     path = out / REPORT_FILE
-    path.write_text("\n".join(lines))
-    logger.info("wrote %s", path)
+    text = "\n".join(lines)
+    path.write_text(text)
+    page = markdown_to_html(text, images_dir=out, title=f"fer-mtl evaluation report ({metrics.split})")
+    (out / REPORT_HTML_FILE).write_text(page, encoding="utf-8")
+    logger.info("wrote %s and %s", path, REPORT_HTML_FILE)
     return path

@@ -53,7 +53,8 @@ class TrainConfig(Settings):
         mixed_precision: Train under the "mixed_float16" policy (worth it on GPUs only).
         label_smoothing: Cross-entropy label smoothing, in [0, 1).
         class_weighting: Weight emotion classes by inverse training frequency.
-        verbose: Keras `fit` verbosity (0 silent, 1 progress bar, 2 one line per epoch).
+        verbose: Keras `fit` verbosity (0 silent, 1 progress bar, 2 one line per epoch); above 0 a
+            log line per epoch too (`fer_model.callbacks.ProgressLog`).
         jit_compile: XLA-compile the TensorFlow train step; off by default because XLA halves CPU
             throughput here. Other backends use Keras' "auto" (JAX jit-compiles, torch runs eagerly).
         schedule: "plateau" (the paper: ReduceLROnPlateau and the `min_lr` floor), or a per-step
@@ -408,6 +409,11 @@ def _callbacks(*, model_config: ModelConfig, train_config: TrainConfig, batches:
         stateful["lr_floor"] = learning_rate_floor(train_config.min_lr)
     stateful["early_stopping"] = early_stopping
     ours: list[keras.callbacks.Callback] = [EpochSync(batches), *stateful.values()]
+    if train_config.verbose:
+        from fer_model.callbacks import ProgressLog
+
+        # Keras' own lines go to stdout; these go through logging, so pod logs get them either way.
+        ours.insert(0, ProgressLog())
     if checkpoint_dir is not None:
         from fer_model.checkpoint import EpochCheckpoint
 

@@ -48,7 +48,7 @@ class LocalRun:
         run_dir: `<pipeline_root>/<pipeline-name>-<timestamp>`.
         tasks: Task path relative to `run_dir` (e.g. "train", "for-loop-1-iteration-0/tune-worker")
             -> {output name: local path} for every artifact the task wrote.
-        report: The evaluation report (Markdown), when the evaluate task ran.
+        report: The evaluation report (one HTML file, images inlined), when the evaluate task ran.
         metrics: metrics.json of the evaluate task, when it ran.
     """
 

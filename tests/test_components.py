@@ -105,7 +105,7 @@ def test_evaluate_logs_metrics_confusion_matrices_and_report(
 ) -> None:
     cms = {t.name: _artifact(dsl.ClassificationMetrics, tmp_path, f"{t.name}_cm") for t in TASKS}
     metrics = _artifact(dsl.Metrics, tmp_path, "metrics")
-    report = _artifact(dsl.Markdown, tmp_path, "report")
+    report = _artifact(dsl.HTML, tmp_path, "report")
     accuracy = evaluate.python_func(
         model=trained["model"], dataset=pattern_dataset_artifact, metrics=metrics,
         emotion_cm=cms["emotion"], gender_cm=cms["gender"], race_cm=cms["race"], age_cm=cms["age"],
@@ -123,7 +123,8 @@ def test_evaluate_logs_metrics_confusion_matrices_and_report(
         assert rows.tolist() == tm["confusion_matrix"]
         assert rows.sum() == tm["n_labelled"] == cms[task.name].metadata["labelled"]
         assert metrics.metadata[f"{task.name}_macro_f1"] == pytest.approx(tm["macro_f1"])
-    assert Path(report.path).read_text() == (Path(metrics.path) / "report.md").read_text()
+    assert Path(report.path).read_text() == (Path(metrics.path) / "report.html").read_text()
+    assert 'src="data:image/png;base64,' in Path(report.path).read_text()
     assert (Path(metrics.path) / "confusion_emotion.png").is_file()
 
 
@@ -184,3 +185,8 @@ def test_tune_worker_trials_train_with_the_runs_recipe(
             {**recipe.to_dict(), "epochs": 3, "verbose": 0, "loss_weights": trial_train.loss_weights}
         )
         assert trial_train == expected
+
+
+@pytest.mark.parametrize(("name", "output"), [("evaluate", "report"), ("select_best", "study_report")])
+def test_reports_are_html_artifacts_the_kfp_ui_renders(name: str, output: str) -> None:
+    assert getattr(components, name).component_spec.outputs[output].type == "system.HTML@0.0.1"

@@ -207,3 +207,19 @@ def test_evaluate_cli_prints_summary_and_report_path(tiny_model_dir, sample_data
     assert f"report: {out}/report.md" in printed
     assert (out / "report.md").is_file()
 
+
+
+def test_html_report_is_one_file_with_the_confusion_images_inlined(evaluated):
+    from fer_model.report import REPORT_HTML_FILE
+    from tests.test_html_page import decoded_images
+
+    metrics, out = evaluated
+    page = (out / REPORT_HTML_FILE).read_text()
+    images = decoded_images(page)
+    plotted = [name for name, t in metrics.tasks.items() if t.n_labelled]
+    assert len(images) == len(plotted) > 0
+    # The inlined images are the PNGs written beside report.md, pixel for pixel.
+    for name, image in zip(plotted, images, strict=True):
+        assert np.array_equal(image, cv2.imread(str(out / confusion_png_name(name)), cv2.IMREAD_UNCHANGED))
+    for name in metrics.tasks:
+        assert f"<td>{name}</td>" in page

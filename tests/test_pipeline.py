@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 from components._images import CPU_IMAGE, GPU_IMAGE, PREDICTOR_IMAGE
 from fer_cli import main
 from fer_model.errors import ConfigError
+from tests.test_html_page import decoded_images
 
 EXECUTORS = {"prepare", "worker-indices", "tune-worker", "select-best", "train", "evaluate", "gate", "deploy"}
 REPO = Path(__file__).resolve().parents[1]
@@ -339,7 +341,11 @@ def test_local_run_produces_every_artifact(
 
     metrics = json.loads((run_dir / "evaluate" / "metrics" / "metrics.json").read_text())
     assert metrics["split"] == "test" and set(metrics["tasks"]) == {"emotion", "gender", "race", "age"}
-    assert (run_dir / "evaluate" / "report").read_text().strip()
+    # The report renders alone in the KFP UI: one HTML page, confusion matrices inlined.
+    assert decoded_images((run_dir / "evaluate" / "report").read_text())
+    # Progress of the long steps streams through kfp.local's console, not only at the step's end.
+    assert re.search(r"epoch 1/1: \S+, loss [0-9.]+, val_", printed)
+    assert re.search(r"fer2013: aligned \d+ images, [0-9.]+ images/s", printed)
     decision = json.loads((run_dir / "gate" / "decision").read_text())
     assert decision["deploy"] is gate_passes
     deployments = list(run_dir.rglob("deploy/deployment"))

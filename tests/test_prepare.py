@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import cv2
@@ -73,6 +74,24 @@ def test_chunked_streaming_and_limit(small_sample, tmp_path):
     assert [s["inputs"] for s in load_dataset(limited).manifest["sources"]] == [10, 10]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_alignment_reports_progress_with_counts_rate_and_eta(small_sample, tmp_path, caplog, workers):
+    caplog.set_level(logging.INFO, logger="fer_model.prepare")
+    out = prepare_dataset(sources=small_sample["sources"], out_dir=tmp_path / "ds", limit=10, chunk_size=4,
+                          workers=workers, progress_every_s=0)
+    progress = [r for r in caplog.records if r.name == "fer_model.prepare" and hasattr(r, "done")]
+    for source in load_dataset(out).manifest["sources"]:
+        lines = [r for r in progress if r.getMessage().startswith(f"{source['name']}: aligned ")]
+        *during, final = lines
+        counts = [r.done for r in during]
+        # In-process every image moves the count; with workers each finished chunk (at most 4) does.
+        assert counts == sorted(set(counts)) and counts[-1] == final.done
+        assert max(b - a for a, b in zip([0, *counts], counts, strict=False)) <= (1 if workers == 1 else 4)
+        assert source["records"] <= final.done <= source["inputs"] <= 10
+        assert all(r.total == 10 and r.rate > 0 for r in lines)
+        assert all(r.eta_s is not None and r.eta_s >= 0 for r in during) and final.eta_s is None
+
+
 def test_workers_give_the_same_dataset(small_sample, tmp_path):
     one = load_dataset(prepare_dataset(sources=small_sample["sources"], out_dir=tmp_path / "a", workers=1))
     two = load_dataset(prepare_dataset(sources=small_sample["sources"], out_dir=tmp_path / "b", workers=2))
@@ -132,6 +151,7 @@ def test_source_without_usable_records_is_a_data_error(tmp_path):
         ({"sources": []}, ConfigError, "`sources` is empty"),
         ({"workers": 0}, ConfigError, "`workers` must be >= 1"),
         ({"limit": 0}, ConfigError, "`limit` must be >= 1"),
+        ({"progress_every_s": -1}, ConfigError, "`progress_every_s` must be >= 0 seconds, got -1"),
         ({"split_mode": "random"}, ConfigError, "split_mode"),
         ({"sources": ["utkface"]}, ConfigError, "KIND:PATH"),
     ],

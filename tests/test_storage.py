@@ -196,3 +196,51 @@ def test_missing_credentials_are_a_clear_error(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")
     with pytest.raises(StorageError, match="no Google Cloud credentials"):
         storage.download("gs://b/f", tmp_path / "g")
+
+
+def test_many_small_objects_download_in_parallel_threads(
+    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from google.cloud.storage import transfer_manager
+
+    src = tmp_path / "faces"
+    rng = np.random.default_rng(2)
+    for i in range(60):
+        (src / f"class_{i % 7}").mkdir(parents=True, exist_ok=True)
+        (src / f"class_{i % 7}" / f"img_{i:03d}.png").write_bytes(rng.bytes(int(rng.integers(1, 2000))))
+    storage.upload(src, f"gs://{bucket}/raw/faces")
+    calls: list[dict] = []
+    real = transfer_manager.download_many
+
+    def spy(pairs, **kwargs):
+        calls.append({"n": len(pairs), **kwargs})
+        return real(pairs, **kwargs)
+
+    monkeypatch.setattr(transfer_manager, "download_many", spy)
+    back = storage.download(f"gs://{bucket}/raw/faces", tmp_path / "back", workers=4)
+    assert _tree(back) == _tree(src)
+    assert [(c["n"], c["worker_type"], c["max_workers"]) for c in calls] == [(60, transfer_manager.THREAD, 4)]
+
+
+def test_a_failed_object_in_a_parallel_download_names_it(
+    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = _dataset_like_folder(tmp_path / "ds")
+    storage.upload(src, f"gs://{bucket}/ds")
+    real_resolve = storage._resolve
+
+    def with_a_vanished_object(bucket_obj, gcs):
+        # Listed, then deleted before its download: what a concurrent writer does to a prefix.
+        blobs, is_file = real_resolve(bucket_obj, gcs)
+        return [*blobs, bucket_obj.blob("ds/vanished.npy")], is_file
+
+    monkeypatch.setattr(storage, "_resolve", with_a_vanished_object)
+    with pytest.raises(StorageError, match=rf"cannot download gs://{bucket}/ds/vanished.npy: not found"):
+        storage.download(f"gs://{bucket}/ds", tmp_path / "back")
+    assert not (tmp_path / "back").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".back.")] == []
+
+
+def test_bad_worker_count_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="`workers` must be >= 1, got 0"):
+        storage.download("gs://b/x", tmp_path / "x", workers=0)

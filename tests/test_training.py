@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from fer_model.dataset import Dataset, write_dataset
 from fer_model.errors import ConfigError
 from fer_model.model import ModelConfig, build_model
+from fer_model.progress import format_duration
 from fer_model.records import SPLIT_CODES
 from fer_model.tasks import MISSING, TASK_NAMES, get_task
 from fer_model.training import TrainConfig, emotion_class_weights, fit, untrained_classes
@@ -333,3 +335,38 @@ def test_cli_train_rejects_bad_flags_in_one_line(tmp_path, capsys, flags: list[s
     err = capsys.readouterr().err
     assert rc == 2
     assert len(err.strip().splitlines()) == 1 and re.search(match, err)
+
+
+# --- progress lines ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("verbose", [2, 0])
+def test_fit_logs_one_line_per_epoch_unless_silent(caplog: pytest.LogCaptureFixture, verbose: int) -> None:
+    caplog.set_level(logging.INFO, logger="fer_model.callbacks")
+    dataset = pattern_dataset(n_train=32, n_val=16, seed=6)
+    config = TrainConfig(epochs=3, batch_size=16, early_stopping_patience=10, verbose=verbose)
+    fit(dataset, model_config=ModelConfig(width=0.25, tasks=("emotion",)), train_config=config)
+    lines = [r for r in caplog.records if r.name == "fer_model.callbacks" and hasattr(r, "epoch")]
+    if verbose == 0:
+        assert lines == []
+        return
+    assert [(r.epoch, r.epochs) for r in lines] == [(1, 3), (2, 3), (3, 3)]
+    assert all(r.seconds >= 0 for r in lines)
+    assert "val_emotion_accuracy" in lines[0].getMessage() and "ETA" in lines[0].getMessage()
+
+
+def test_a_long_epoch_logs_its_steps_every_n_seconds(caplog: pytest.LogCaptureFixture) -> None:
+    from fer_model.callbacks import ProgressLog
+
+    caplog.set_level(logging.INFO, logger="fer_model.callbacks")
+    now = [0.0]
+    log = ProgressLog(every_s=30, clock=lambda: now[0])
+    log.set_params({"epochs": 4, "steps": 100})
+    log.on_train_begin()
+    log.on_epoch_begin(1)
+    for batch in range(100):
+        now[0] += 1.0  # one step a second: lines after steps 30, 60, 90
+        log.on_train_batch_end(batch)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"epoch 2/4: step {n}/100, 1.00 steps/s, epoch ETA {format_duration(100 - n)}" for n in (30, 60, 90)
+    ]

@@ -39,6 +39,7 @@ from fer_model.tuning import (
 from fer_model.tuning._storage import open_storage, redact, storage_kind
 from fer_model.tuning.objective import epoch_value, trial_train_config
 from tests._kustomize import kustomize_build
+from tests.test_html_page import page_references
 
 
 @dataclass(frozen=True)
@@ -329,6 +330,12 @@ def test_resuming_with_another_objective_is_refused(tmp_path):
                   trainer=FakeTrainer())
 
 
+def test_a_new_study_names_its_metric_after_the_objective(tmp_path):
+    config = _config(tmp_path, n_trials=1, objective="weighted_mean")
+    run_study(dataset_dir=None, tune_config=config, trainer=FakeTrainer())
+    assert load_study(storage=config.storage, study_name="weights").metric_names == ["weighted_mean"]
+
+
 def test_progress_lines_name_trial_state_value_and_best(tmp_path):
     lines: list[str] = []
     run_study(dataset_dir=None, tune_config=_config(tmp_path, n_trials=2), trainer=FlakyTrainer({1}),
@@ -374,7 +381,9 @@ def test_best_params_and_report_files(tmp_path):
     assert float(rows[best_trial.number]["value"]) == pytest.approx(best_trial.value)
     page = (out / "plots.html").read_text()
     # plotly.js is inlined (no <script src=...>), so the page renders without internet access.
-    assert "<script src=" not in page and len(page) > 1_000_000
+    refs = page_references(page)
+    assert refs.images == [] and refs.other == [] and len(page) > 1_000_000
+    assert study.metric_names == [config.objective] == ["emotion_accuracy"]
     assert page.count("Plotly.newPlot") >= 4 and "<h2>Parameter importances</h2>" in page
 
 

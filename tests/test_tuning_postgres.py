@@ -39,8 +39,11 @@ def test_parallel_workers_on_postgres_stop_at_exactly_n(postgres_url):
     config = _config(postgres_url, "parallel", n_trials=7)
     summaries = run_workers(workers=2, dataset_dir=None, tune_config=config,
                             trainer=FakeTrainer(seconds_per_epoch=0.15))
-    trials = load_study(storage=postgres_url, study_name="parallel").trials
+    study = load_study(storage=postgres_url, study_name="parallel")
+    trials = study.trials
     assert sorted(t.number for t in trials) == list(range(7))  # exactly 7, no duplicate numbers
+    # Two workers created-or-loaded the study; its metric is named once, after the objective.
+    assert study.metric_names == [config.objective]
     assert {t.state.name for t in trials} == {"COMPLETE"}
     assert sum(s.trials_run for s in summaries) == 7
     assert {t.user_attrs["worker"] for t in trials} == {0, 1}

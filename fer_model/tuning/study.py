@@ -137,6 +137,11 @@ def _open(tune_config: TuneConfig) -> optuna.Study:
                 f"values of different metrics cannot be compared: pass --{name} {theirs} or a new --study name"
             )
     study.set_user_attr("epochs_per_trial", tune_config.epochs)
+    if study.metric_names is None:
+        # Named, the value reads as "emotion_accuracy" (not "Objective Value") in optuna-dashboard and plots.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([tune_config.objective])
     return study
 
 
