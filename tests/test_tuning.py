@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -694,3 +695,21 @@ def test_two_studies_in_one_journal_never_mix(tmp_path):
         assert sum(s.trials_run for s, (job, _) in zip(summaries, jobs, strict=True) if job == name) == n
     assert {s.study_name for s in summaries} == {"a", "b"}
     assert all(s.n_trials == studies[s.study_name] for s in summaries)
+
+
+def test_a_trial_of_another_pid_namespace_is_never_judged_dead(tmp_path):
+    # Containers on the host's network share its host name but not its PIDs (kfp.local's DockerRunner):
+    # a PID from another namespace says nothing about a process here, so its trial must stay RUNNING.
+    from fer_model.tuning import study as study_module
+
+    config = _config(tmp_path, n_trials=3)
+    study = study_module._open(config)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    other, ours = study.ask(), study.ask()
+    owner = {"host": socket.gethostname(), "pid": dead.pid}
+    other.set_user_attr(study_module.OWNER, {**owner, "pid_ns": "pid:[1]"})
+    ours.set_user_attr(study_module.OWNER, {**owner, "pid_ns": study_module._pid_namespace()})
+    study_module._fail_trials_of_dead_workers(study, study.get_trials(deepcopy=False))
+    states = {t.number: t.state.name for t in study.get_trials()}
+    assert states == {other.number: "RUNNING", ours.number: "FAIL"}

@@ -282,8 +282,24 @@ def _run_trials(
     return trials_run
 
 
-#: User attribute naming the process that runs a trial: {"host": ..., "pid": ...}.
+#: User attribute naming the process that runs a trial: {"host": ..., "pid_ns": ..., "pid": ...}.
 OWNER = "owner"
+
+
+def _pid_namespace() -> str | None:
+    """This process's PID namespace (e.g. "pid:[4026531836]"), None where /proc does not say.
+
+    Containers sharing the host's network also share its host name, yet each has PIDs of its own:
+    a PID names a process only inside its namespace.
+    """
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def _owner() -> dict[str, object]:
+    return {"host": socket.gethostname(), "pid_ns": _pid_namespace(), "pid": os.getpid()}
 
 
 def _run_next_trial(
@@ -319,7 +335,7 @@ def _run_next_trial(
         study.sampler = make_sampler(tune_config, trial_number=len(trials))
 
         def claimed(trial: optuna.Trial) -> float:
-            trial.set_user_attr(OWNER, {"host": socket.gethostname(), "pid": os.getpid()})
+            trial.set_user_attr(OWNER, _owner())
             claim.close()
             return objective(trial)
 
@@ -328,7 +344,8 @@ def _run_next_trial(
 
 
 def _fail_trials_of_dead_workers(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> None:
-    """Mark FAIL each RUNNING trial whose owner was a process of this host that no longer exists.
+    """Mark FAIL each RUNNING trial whose owner was a process of this host and PID namespace that no
+    longer exists.
 
     A worker killed mid-trial (SIGKILL, out of memory) cannot tell the study; without this its trial
     would stay RUNNING forever in a journal study (PostgreSQL's heartbeat check covers pods on other
@@ -338,10 +355,13 @@ def _fail_trials_of_dead_workers(study: optuna.Study, trials: list[optuna.trial.
     """
     from optuna.trial import TrialState
 
-    host = socket.gethostname()
+    host, pid_ns = socket.gethostname(), _pid_namespace()
     for t in trials:
         owner = t.user_attrs.get(OWNER)
         if t.state != TrialState.RUNNING or not isinstance(owner, dict) or owner.get("host") != host:
+            continue
+        # Another container's (or an unknown) namespace: its PIDs mean nothing here, so never judge it.
+        if pid_ns is None or owner.get("pid_ns") != pid_ns:
             continue
         if _process_exists(int(owner["pid"])):
             continue
