@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import keras
 import numpy as np
@@ -123,7 +122,7 @@ def plan_batches(labels: Mapping[str, np.ndarray], *, tasks: Sequence[str], moni
 
 
 class PlannedBatches(keras.utils.PyDataset):
-    """A Keras dataset serving `plan`'s batches of (images, {task: labels}); `epoch` is set by `EpochSync`."""
+    """A Keras dataset serving `plan`'s batches of (images, {task: labels}); `epoch` is set by `callbacks.EpochSync`."""
 
     def __init__(self, images: np.ndarray, labels: Mapping[str, np.ndarray], plan: BatchPlan) -> None:
         super().__init__()
@@ -139,14 +138,3 @@ class PlannedBatches(keras.utils.PyDataset):
         # Sorted, so a memory-mapped array is read forwards; order inside a batch does not matter.
         idx = np.sort(self.plan.indices(self.epoch, step))
         return self.images[idx], {t: v[idx] for t, v in self.labels.items()}
-
-
-class EpochSync(keras.callbacks.Callback):
-    """Tells a `PlannedBatches` which epoch Keras is starting (its batches depend on it)."""
-
-    def __init__(self, batches: PlannedBatches) -> None:
-        super().__init__()
-        self.batches = batches
-
-    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-        self.batches.epoch = epoch

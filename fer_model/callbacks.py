@@ -1,4 +1,5 @@
-"""The Keras callbacks training uses: learning-rate floor, wall-clock budget, per-epoch objective, progress lines.
+"""The Keras callbacks training uses: learning-rate floor, wall-clock budget, per-epoch objective, progress
+lines, the epoch checkpoint and the epoch hand-off to planned batches.
 
 Imports Keras at module level: load this module lazily (inside the functions that train).
 """
@@ -7,14 +8,21 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import keras
+import numpy as np
 from keras import ops
 
+from fer_model.checkpoint import Checkpoint, capture, restore_callbacks, write_checkpoint
 from fer_model.progress import DEFAULT_EVERY_S, format_duration
+
+if TYPE_CHECKING:
+    from fer_model.batching import PlannedBatches
 
 logger = logging.getLogger(__name__)
 
@@ -148,3 +156,64 @@ class ProgressLog(keras.callbacks.Callback):
     @property
     def _epochs(self) -> int:
         return int(self.params.get("epochs") or 0)
+
+
+class EpochSync(keras.callbacks.Callback):
+    """Tells a `batching.PlannedBatches` which epoch Keras is starting (its batches depend on it)."""
+
+    def __init__(self, batches: PlannedBatches) -> None:
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        self.batches.epoch = epoch
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Writes a `checkpoint.Checkpoint` at every epoch end; restores callback counters from `start` at train begin.
+
+    Put it after the callbacks in `stateful` (their `on_train_begin` resets the counters this one then
+    restores; their `on_epoch_end` updates what this one saves).
+
+    Args:
+        directory: Where `checkpoint.npz` goes.
+        fingerprint: Identifies the settings (see `checkpoint.read_checkpoint`).
+        stateful: name -> callback whose counters (and `best_weights`) belong in the checkpoint.
+        start: The checkpoint this run resumes from, if any.
+        total_epochs: The run's epoch budget; reaching it marks the checkpoint finished.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, fingerprint: str,
+                 stateful: Mapping[str, keras.callbacks.Callback], start: Checkpoint | None,
+                 total_epochs: int) -> None:
+        super().__init__()
+        self.directory = Path(directory)
+        self.fingerprint = fingerprint
+        self.stateful = dict(stateful)
+        self.start = start
+        self.total_epochs = total_epochs
+        self.history: dict[str, list[float]] = {k: list(v) for k, v in (start.history if start else {}).items()}
+        self.epochs_done = start.epochs_done if start else 0
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        if self.start is not None:
+            restore_callbacks(self.stateful, self.start)
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(np.asarray(value)))
+        self.epochs_done = epoch + 1
+        self._write(finished=self.epochs_done >= self.total_epochs)
+
+    def on_train_end(self, logs: Any = None) -> None:
+        # Stopped by one of ours (early stopping, the rate floor): done for good, best weights already
+        # restored. Stopped by anything else (a time limit, a signal): resumable, keep the epoch checkpoint.
+        stopped = any(getattr(c, "stopped_epoch", None) for c in self.stateful.values())
+        if stopped or self.epochs_done >= self.total_epochs:
+            self._write(finished=True)
+
+    def _write(self, *, finished: bool) -> None:
+        checkpoint = capture(self.model, stateful=self.stateful, epochs_done=self.epochs_done,
+                             fingerprint=self.fingerprint, history=self.history, finished=finished)
+        write_checkpoint(self.directory, checkpoint)
+        logger.debug("checkpoint after epoch %d written to %s", self.epochs_done, self.directory)

@@ -119,64 +119,25 @@ def _to_python(value: Any) -> Any:
     return float(np.asarray(value))
 
 
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Writes a `Checkpoint` at every epoch end; restores callback counters from `start` at train begin.
+def restore_callbacks(stateful: Mapping[str, keras.callbacks.Callback], start: Checkpoint) -> None:
+    """Put the counters (and best weights) saved in `start` back on the callbacks named in `stateful`."""
+    for name, callback in stateful.items():
+        for attr, value in start.callback_counters.get(name, {}).items():
+            setattr(callback, attr, value)
+        if name in start.callback_best_weights and hasattr(callback, "best_weights"):
+            callback.best_weights = start.callback_best_weights[name] or None
 
-    Put it after the callbacks in `stateful` (their `on_train_begin` resets the counters this one then
-    restores; their `on_epoch_end` updates what this one saves).
 
-    Args:
-        directory: Where `checkpoint.npz` goes.
-        fingerprint: Identifies the settings (see `read_checkpoint`).
-        stateful: name -> callback whose counters (and `best_weights`) belong in the checkpoint.
-        start: The checkpoint this run resumes from, if any.
-        total_epochs: The run's epoch budget; reaching it marks the checkpoint finished.
-    """
-
-    def __init__(self, directory: str | os.PathLike[str], *, fingerprint: str,
-                 stateful: Mapping[str, keras.callbacks.Callback], start: Checkpoint | None,
-                 total_epochs: int) -> None:
-        super().__init__()
-        self.directory = Path(directory)
-        self.fingerprint = fingerprint
-        self.stateful = dict(stateful)
-        self.start = start
-        self.total_epochs = total_epochs
-        self.history: dict[str, list[float]] = {k: list(v) for k, v in (start.history if start else {}).items()}
-        self.epochs_done = start.epochs_done if start else 0
-
-    def on_train_begin(self, logs: Any = None) -> None:
-        if self.start is None:
-            return
-        for name, callback in self.stateful.items():
-            for attr, value in self.start.callback_counters.get(name, {}).items():
-                setattr(callback, attr, value)
-            if name in self.start.callback_best_weights and hasattr(callback, "best_weights"):
-                callback.best_weights = self.start.callback_best_weights[name] or None
-
-    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        for key, value in (logs or {}).items():
-            self.history.setdefault(key, []).append(float(np.asarray(value)))
-        self.epochs_done = epoch + 1
-        self._write(finished=self.epochs_done >= self.total_epochs)
-
-    def on_train_end(self, logs: Any = None) -> None:
-        # Stopped by one of ours (early stopping, the rate floor): done for good, best weights already
-        # restored. Stopped by anything else (a time limit, a signal): resumable, keep the epoch checkpoint.
-        stopped = any(getattr(c, "stopped_epoch", None) for c in self.stateful.values())
-        if stopped or self.epochs_done >= self.total_epochs:
-            self._write(finished=True)
-
-    def _write(self, *, finished: bool) -> None:
-        counters = {name: {a: _to_python(getattr(c, a)) for a in _CALLBACK_COUNTERS if hasattr(c, a)}
-                    for name, c in self.stateful.items()}
-        best = {name: list(c.best_weights) for name, c in self.stateful.items()
-                if getattr(c, "best_weights", None) is not None}
-        checkpoint = Checkpoint(
-            epochs_done=self.epochs_done, fingerprint=self.fingerprint, history=self.history, finished=finished,
-            model_variables=[np.asarray(v) for v in self.model.variables],
-            optimizer_variables=[np.asarray(v) for v in self.model.optimizer.variables],
-            callback_counters=counters, callback_best_weights=best,
-        )
-        write_checkpoint(self.directory, checkpoint)
-        logger.debug("checkpoint after epoch %d written to %s", self.epochs_done, self.directory)
+def capture(model: keras.Model, *, stateful: Mapping[str, keras.callbacks.Callback], epochs_done: int,
+            fingerprint: str, history: Mapping[str, list[float]], finished: bool) -> Checkpoint:
+    """The checkpoint of a model (and its optimizer) and of the callbacks in `stateful`, as they are now."""
+    counters = {name: {a: _to_python(getattr(c, a)) for a in _CALLBACK_COUNTERS if hasattr(c, a)}
+                for name, c in stateful.items()}
+    best = {name: list(c.best_weights) for name, c in stateful.items()
+            if getattr(c, "best_weights", None) is not None}
+    return Checkpoint(
+        epochs_done=epochs_done, fingerprint=fingerprint, history=dict(history), finished=finished,
+        model_variables=[np.asarray(v) for v in model.variables],
+        optimizer_variables=[np.asarray(v) for v in model.optimizer.variables],
+        callback_counters=counters, callback_best_weights=best,
+    )

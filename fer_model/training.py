@@ -394,7 +394,7 @@ def _callbacks(*, model_config: ModelConfig, train_config: TrainConfig, batches:
     """Ours, in the order they must run: schedule (plateau only), stopping, then the checkpoint."""
     import keras
 
-    from fer_model.batching import EpochSync
+    from fer_model.callbacks import EpochSync
 
     monitor = monitor_metric(model_config)
     early_stopping = keras.callbacks.EarlyStopping(
@@ -415,7 +415,7 @@ def _callbacks(*, model_config: ModelConfig, train_config: TrainConfig, batches:
         # Keras' own lines go to stdout; these go through logging, so pod logs get them either way.
         ours.insert(0, ProgressLog())
     if checkpoint_dir is not None:
-        from fer_model.checkpoint import EpochCheckpoint
+        from fer_model.callbacks import EpochCheckpoint
 
         fingerprint = _fingerprint(model_config=model_config, train_config=train_config, arrays=arrays)
         ours.append(EpochCheckpoint(checkpoint_dir, fingerprint=fingerprint, stateful=stateful, start=start,
