@@ -85,3 +85,6 @@ for role in "${ROLES[@]}"; do
         --build-arg "BASE=$BASE" --label "io.fer-mtl.base=$BASE" -f "images/$role/Dockerfile" -t "$IMAGE_REGISTRY/$name:$IMAGE_TAG" .
     say "built $IMAGE_REGISTRY/$name:$IMAGE_TAG in $((SECONDS - start)) s"
 done
+# Each rebuild leaves the image it replaced behind, untagged (~3 GB each, ~7 GB for the GPU one);
+# remove those of ours only (dangling and carrying our source label), never anyone else's.
+"$DOCKER" image prune -f --filter "label=org.opencontainers.image.source=https://github.com/fer-mtl/fer-mtl" >/dev/null
