@@ -20,6 +20,7 @@ from fer_model.errors import FerError
 _COMMANDS: tuple[str, ...] = (
     "sample_data",
     "prepare",
+    "teach",
     "train",
     "evaluate",
     "predict",

@@ -43,6 +43,9 @@ _TRAIN_FLAGS = {
     "optimizer": "adam, or sgd with Nesterov momentum",
     "weight_decay": "decoupled weight decay",
     "balanced_batches": "every batch takes an equal share from each group of faces labelled for the same tasks",
+    "distill_weight": "loss weight of teacher soft labels (`fer-mtl teach`) relative to true labels; 0 ignores them",
+    "distill_temperature": "temperature of the soft-label loss (the one `fer-mtl teach` used)",
+    "distill_threshold": "ignore teacher soft labels whose top probability is below this",
 }
 _MODEL_FLAGS = {
     "width": "layer width multiplier",

@@ -1,10 +1,14 @@
-"""The dataset artifact (format version 1): one writer, one loader.
+"""The dataset artifact (format version 2; version 1 still loads): one writer, one loader.
 
 A folder holding
 - images.npy: uint8 [N, S, S] aligned grayscale faces (memory-mappable),
 - labels.npz: one int8 [N] array per task, -1 where the sample has no label,
 - split.npy: uint8 [N], 0 train / 1 validation / 2 test,
-- manifest.json: format, sizes, tasks, counts, alignment statistics, rejects and array hashes.
+- soft_labels.npz (version 2, optional): one float32 [N, classes] array of teacher probabilities
+  per taught task, NaN rows where no teacher label was kept (`fer_model.teachers` writes them),
+- manifest.json: format, sizes, tasks, counts, alignment statistics, rejects, array hashes and,
+  with soft labels, their provenance under `soft_labels` (teacher, temperature, faces labelled).
+Version 2 only added the optional soft labels, so a version 1 artifact loads as one without them.
 It is written under a temporary name and renamed into place, so a reader never sees half of one.
 """
 
@@ -15,7 +19,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +33,17 @@ from fer_model.tasks import MISSING, TASK_NAMES, TASKS
 logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "fer-mtl-dataset"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions `load_dataset` reads: 1 is 2 without soft labels.
+READABLE_VERSIONS = (1, 2)
 IMAGES_FILE = "images.npy"
 LABELS_FILE = "labels.npz"
 SPLIT_FILE = "split.npy"
+SOFT_LABELS_FILE = "soft_labels.npz"
 MANIFEST_FILE = "manifest.json"
 _ARRAY_FILES = (IMAGES_FILE, LABELS_FILE, SPLIT_FILE)
+#: How far a soft-label row's sum may stray from 1 (float32 rounding of tempered probabilities).
+_ROW_SUM_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,8 @@ class Dataset:
         split: uint8 [N] split codes (see `fer_model.records.SPLIT_CODES`).
         manifest: The parsed manifest.json.
         path: Where it was loaded from (None for an in-memory dataset).
+        soft_labels: task -> float32 [N, classes] teacher probabilities, NaN rows where none; only
+            the taught tasks (their provenance is `manifest["soft_labels"][task]`).
     """
 
     images: np.ndarray
@@ -54,6 +65,7 @@ class Dataset:
     split: np.ndarray
     manifest: Mapping[str, Any]
     path: Path | None = None
+    soft_labels: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -68,6 +80,11 @@ class Dataset:
         """(images, labels) of one split, loaded into memory."""
         idx = self.indices(split)
         return np.asarray(self.images[idx]), {t: np.asarray(a[idx]) for t, a in self.labels.items()}
+
+    def soft_subset(self, split: str) -> dict[str, np.ndarray]:
+        """task -> float32 [n, classes] teacher probabilities of one split (NaN rows: no teacher label)."""
+        idx = self.indices(split)
+        return {t: np.asarray(a[idx], dtype=np.float32) for t, a in self.soft_labels.items()}
 
     @property
     def manifest_sha256(self) -> str:
@@ -109,6 +126,8 @@ def write_dataset(
     alignment: Mapping[str, Any] | None = None,
     rejects: list[dict[str, str]] | None = None,
     extra: Mapping[str, Any] | None = None,
+    soft_labels: Mapping[str, np.ndarray] | None = None,
+    soft_label_provenance: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write a dataset artifact atomically and return its path.
 
@@ -121,6 +140,10 @@ def write_dataset(
         alignment: Alignment settings and statistics for the manifest.
         rejects: Every rejected input with its reason.
         extra: Further manifest fields.
+        soft_labels: Optional task -> [N, classes] teacher probabilities, NaN rows where a face has
+            no teacher label; each row sums to 1.
+        soft_label_provenance: task -> where each task's soft labels came from (teacher, temperature,
+            ...), required for every task in `soft_labels`; the labelled count per split is added.
     """
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1] != images.shape[2]:
@@ -139,12 +162,18 @@ def write_dataset(
         if ((values < MISSING) | (values >= task.num_classes)).any():
             raise ArtifactError(f"labels[{task.name!r}] has values outside -1..{task.num_classes - 1}")
         checked[task.name] = values.astype(np.int8)
+    soft = _checked_soft_labels(soft_labels or {}, n=n)
+    provenance = _soft_provenance(soft, soft_label_provenance or {}, split=split)
 
     out = Path(out_dir)
     with atomic_folder(out) as tmp:
         np.save(tmp / IMAGES_FILE, images)
         np.savez(tmp / LABELS_FILE, **checked)
         np.save(tmp / SPLIT_FILE, split)
+        array_files = list(_ARRAY_FILES)
+        if soft:
+            np.savez(tmp / SOFT_LABELS_FILE, **soft)
+            array_files.append(SOFT_LABELS_FILE)
         manifest: dict[str, Any] = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -157,11 +186,48 @@ def write_dataset(
             "alignment": dict(alignment or {}),
             "rejects": rejects or [],
             "num_rejects": len(rejects or []),
-            "sha256": {name: sha256_file(tmp / name) for name in _ARRAY_FILES},
+            "sha256": {name: sha256_file(tmp / name) for name in array_files},
             **dict(extra or {}),
         }
+        if soft:
+            manifest["soft_labels"] = provenance
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     logger.info("wrote dataset artifact %s (%d samples, %d rejects)", out, n, len(rejects or []))
+    return out
+
+
+def _checked_soft_labels(soft_labels: Mapping[str, np.ndarray], *, n: int) -> dict[str, np.ndarray]:
+    """The soft labels as float32, after checking tasks, shapes and that each kept row is a distribution."""
+    checked: dict[str, np.ndarray] = {}
+    for name, values in soft_labels.items():
+        if name not in TASK_NAMES:
+            raise ArtifactError(f"soft_labels has unknown task {name!r}; expected some of {', '.join(TASK_NAMES)}")
+        classes = TASKS[TASK_NAMES.index(name)].num_classes
+        array = np.asarray(values, dtype=np.float32)
+        if array.shape != (n, classes):
+            raise ArtifactError(f"soft_labels[{name!r}] must have shape ({n}, {classes}), got {array.shape}")
+        kept = ~np.isnan(array).any(axis=1)
+        rows = array[kept]
+        if ((rows < 0) | (rows > 1)).any() or (np.abs(rows.sum(axis=1) - 1) > _ROW_SUM_TOLERANCE).any():
+            raise ArtifactError(f"soft_labels[{name!r}] has rows that are not probabilities summing to 1; "
+                                "pass each face's class probabilities, or a NaN row where it has no teacher label")
+        array[~kept] = np.nan
+        checked[name] = array
+    return checked
+
+
+def _soft_provenance(soft: Mapping[str, np.ndarray], provenance: Mapping[str, Mapping[str, Any]], *,
+                     split: np.ndarray) -> dict[str, Any]:
+    """Each task's provenance with the faces it labels counted per split (a task without one is an error)."""
+    missing = sorted(set(soft) - set(provenance))
+    if missing:
+        raise ArtifactError(f"soft labels of {missing} come without provenance; pass soft_label_provenance "
+                            "naming the teacher and temperature that made them")
+    out: dict[str, Any] = {}
+    for name, array in soft.items():
+        kept = ~np.isnan(array).any(axis=1)
+        per_split = {s: int((kept & (split == code)).sum()) for s, code in SPLIT_CODES.items()}
+        out[name] = {**dict(provenance[name]), "labelled_per_split": per_split}
     return out
 
 
@@ -182,12 +248,13 @@ def load_dataset(path: str | os.PathLike[str], *, mmap: bool = True, verify: boo
         raise ArtifactError(f"{manifest_path} cannot be parsed: {e}") from e
     if manifest.get("format") != FORMAT_NAME:
         raise ArtifactError(f"{root} is not a {FORMAT_NAME} artifact (format={manifest.get('format')!r})")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READABLE_VERSIONS:
         raise ArtifactError(
             f"{root} has dataset format version {manifest.get('format_version')}, this fer-mtl reads "
-            f"version {FORMAT_VERSION}; re-run `fer-mtl prepare`"
+            f"versions {', '.join(map(str, READABLE_VERSIONS))}; re-run `fer-mtl prepare`"
         )
-    for name in _ARRAY_FILES:
+    soft_tasks = sorted(manifest.get("soft_labels") or {})
+    for name in (*_ARRAY_FILES, *([SOFT_LABELS_FILE] if soft_tasks else [])):
         file = root / name
         if not file.is_file():
             raise ArtifactError(f"{root} is incomplete: {name} is missing")
@@ -204,10 +271,14 @@ def load_dataset(path: str | os.PathLike[str], *, mmap: bool = True, verify: boo
         with np.load(root / LABELS_FILE) as npz:
             labels = {t: npz[t] for t in TASK_NAMES}
         split = np.load(root / SPLIT_FILE)
+        soft: dict[str, np.ndarray] = {}
+        if soft_tasks:
+            with np.load(root / SOFT_LABELS_FILE) as npz:
+                soft = {t: npz[t] for t in soft_tasks}
     except (OSError, ValueError, KeyError) as e:
         raise ArtifactError(f"{root} has an unreadable array file: {e}") from e
     manifest["_sha256"] = hashlib.sha256(raw).hexdigest()
-    return Dataset(images=images, labels=labels, split=split, manifest=manifest, path=root)
+    return Dataset(images=images, labels=labels, split=split, manifest=manifest, path=root, soft_labels=soft)
 
 
 def alignment_settings(manifest: Mapping[str, Any]) -> dict[str, Any]:

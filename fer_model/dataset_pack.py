@@ -4,7 +4,7 @@ Aligned 50x50 faces barely compress losslessly (about 2.5 KB each as PNG), so 40
 ~100 MB. Packing re-encodes each face (WebP, lossy by default) into one .npz of a few tens of MB,
 which is what a size-capped transfer to a GPU box can carry. Unpacking writes an ordinary dataset
 artifact; its manifest records the codec and the measured PSNR so nobody mistakes it for the
-original pixels.
+original pixels. Soft labels (dataset format 2) travel as they are, with their provenance.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from fer_model.tasks import TASK_NAMES
 logger = logging.getLogger(__name__)
 
 PACK_FORMAT = "fer-mtl-dataset-pack"
-PACK_VERSION = 1
+PACK_VERSION = 2
+#: Pack versions `unpack_dataset` reads: version 1 packs carry no soft labels.
+READABLE_PACK_VERSIONS = (1, 2)
 Codec = Literal["webp", "png"]
 
 
@@ -77,6 +79,7 @@ def pack_dataset(
         offsets=offsets,
         split=np.asarray(dataset.split),
         **{f"label_{t}": np.asarray(dataset.labels[t]) for t in TASK_NAMES},
+        **{f"soft_{t}": np.asarray(a) for t, a in dataset.soft_labels.items()},
     )
     os.replace(tmp, out)
     size = out.stat().st_size
@@ -93,10 +96,13 @@ def unpack_dataset(pack_file: str | os.PathLike[str], out_dir: str | os.PathLike
             header = json.loads(npz["header"].tobytes())
             blob, offsets, split = npz["blob"], npz["offsets"], npz["split"]
             labels = {t: npz[f"label_{t}"] for t in TASK_NAMES}
+            soft_tasks = sorted(header.get("manifest", {}).get("soft_labels") or {})
+            soft = {t: npz[f"soft_{t}"] for t in soft_tasks}
     except (OSError, KeyError, ValueError) as e:
         raise ArtifactError(f"{pack_file} is not a readable dataset pack: {e}") from e
-    if header.get("format") != PACK_FORMAT or header.get("format_version") != PACK_VERSION:
-        raise ArtifactError(f"{pack_file} is not a {PACK_FORMAT} v{PACK_VERSION} file")
+    if header.get("format") != PACK_FORMAT or header.get("format_version") not in READABLE_PACK_VERSIONS:
+        raise ArtifactError(f"{pack_file} is not a {PACK_FORMAT} file of version "
+                            f"{', '.join(map(str, READABLE_PACK_VERSIONS))}; re-pack it with `pack_dataset`")
     manifest = header["manifest"]
     size = int(manifest["image_size"])
     images = np.empty((len(offsets) - 1, size, size), dtype=np.uint8)
@@ -106,10 +112,11 @@ def unpack_dataset(pack_file: str | os.PathLike[str], out_dir: str | os.PathLike
             raise ArtifactError(f"{pack_file}: face {i} does not decode to {size}x{size}")
         images[i] = face
     known = {"format", "format_version", "image_size", "num_samples", "tasks", "splits", "counts", "sha256",
-             "sources", "alignment", "rejects", "num_rejects"}
+             "sources", "alignment", "rejects", "num_rejects", "soft_labels"}
     extra = {k: v for k, v in manifest.items() if k not in known}
     extra["transport"] = {"codec": header["codec"], "quality": header["quality"], "psnr_db": header["psnr_db"]}
     return write_dataset(
         out_dir, images=images, labels=labels, split=split, sources=manifest.get("sources"),
         alignment=manifest.get("alignment"), rejects=manifest.get("rejects"), extra=extra,
+        soft_labels=soft, soft_label_provenance=manifest.get("soft_labels"),
     )

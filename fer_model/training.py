@@ -5,6 +5,8 @@ Each head has its own sparse categorical cross-entropy, masked per sample where 
 Heads are weighted (`TrainConfig.loss_weights`); accuracy is measured on labelled samples only.
 Batches come from in-memory numpy arrays (`fer_model.batching`), so `fit` runs under every Keras
 backend; an optional epoch checkpoint (`fer_model.checkpoint`) makes a killed run resumable.
+A dataset with teacher soft labels (`fer_model.teachers`) trains those tasks on true labels where
+they exist and on the teacher's targets elsewhere (`fer_model.distillation`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SCHEDULES = ("plateau", "cosine", "onecycle")
+_DISTILL_FIELDS = ("distill_weight", "distill_temperature", "distill_threshold")
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -66,6 +69,11 @@ class TrainConfig(Settings):
         weight_decay: Decoupled weight decay of the optimizer (0 = none).
         balanced_batches: Every batch draws an equal share from each group of samples labelled for
             the same tasks, with an epoch as long as the monitored task's labels (`fer_model.batching`).
+        distill_weight: Loss weight of a teacher soft target relative to a true label, for datasets
+            with soft labels (`fer_model.teachers`); 0 ignores them. Datasets without are unaffected.
+        distill_temperature: T of the soft-target loss: the student's probabilities are softened at
+            T (and the term scaled by T^2); match the temperature the targets were made with.
+        distill_threshold: Teacher targets whose top probability is below this are ignored, in [0, 1].
     """
 
     epochs: int = 100
@@ -87,6 +95,9 @@ class TrainConfig(Settings):
     optimizer: Literal["adam", "sgd"] = "adam"
     weight_decay: float = 0.0
     balanced_batches: bool = False
+    distill_weight: float = 1.0
+    distill_temperature: float = 1.0
+    distill_threshold: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -112,6 +123,12 @@ class TrainConfig(Settings):
                               "so the schedule has epochs left to decay")
         if not is_number(self.weight_decay) or not self.weight_decay >= 0:
             raise ConfigError(f"`weight_decay` must be a finite number >= 0, got {self.weight_decay!r}")
+        if not is_number(self.distill_weight) or not self.distill_weight >= 0:
+            raise ConfigError(f"`distill_weight` must be a finite number >= 0, got {self.distill_weight!r}")
+        if not is_number(self.distill_temperature) or not self.distill_temperature > 0:
+            raise ConfigError(f"`distill_temperature` must be a finite number > 0, got {self.distill_temperature!r}")
+        if not is_number(self.distill_threshold) or not 0 <= self.distill_threshold <= 1:
+            raise ConfigError(f"`distill_threshold` must be in [0, 1], got {self.distill_threshold!r}")
         for name in ("mixed_precision", "class_weighting", "jit_compile", "balanced_batches"):
             check_bool(name, getattr(self, name))
         # A private copy, so mutating the caller's dict cannot change a frozen config.
@@ -199,40 +216,58 @@ def compile_model(
     train_config: TrainConfig,
     class_weights: list[float] | None,
     steps_per_epoch: int = 1,
+    soft_tasks: Sequence[str] = (),
 ) -> None:
     """Compile `model` with masked per-task losses, loss weights, masked accuracies and the configured optimizer.
 
     `steps_per_epoch` sizes a per-step schedule (cosine, one-cycle); the plateau recipe ignores it.
+    `soft_tasks` train on packed targets (`fer_model.distillation`): true labels, else teacher targets.
     """
     from fer_model._keras_objects import MaskedAccuracy, MaskedSparseCrossentropy
     from fer_model.schedules import build_optimizer
 
-    losses = {
-        t: MaskedSparseCrossentropy(
-            label_smoothing=train_config.label_smoothing,
-            class_weights=class_weights if t == "emotion" else None,
-            name=f"{t}_loss",
-        )
-        for t in model_config.tasks
-    }
+    losses: dict[str, Any] = {}
+    metrics: dict[str, Any] = {}
+    for t in model_config.tasks:
+        class_weights_of_task = class_weights if t == "emotion" else None
+        if t in soft_tasks:
+            from fer_model.distillation import MaskedDistillationLoss, TrueLabelAccuracy
+
+            losses[t] = MaskedDistillationLoss(
+                weight=train_config.distill_weight, temperature=train_config.distill_temperature,
+                label_smoothing=train_config.label_smoothing, class_weights=class_weights_of_task, name=f"{t}_loss",
+            )
+            metrics[t] = [TrueLabelAccuracy(name=_metric_name(t, model_config))]
+        else:
+            losses[t] = MaskedSparseCrossentropy(
+                label_smoothing=train_config.label_smoothing, class_weights=class_weights_of_task, name=f"{t}_loss",
+            )
+            metrics[t] = [MaskedAccuracy(name=_metric_name(t, model_config))]
     model.compile(
         optimizer=build_optimizer(train_config, steps_per_epoch=steps_per_epoch),
         loss=losses,
         loss_weights=train_config.weights_for(model_config.tasks),
-        metrics={t: [MaskedAccuracy(name=_metric_name(t, model_config))] for t in model_config.tasks},
+        metrics=metrics,
         jit_compile=_jit_compile(train_config),
     )
 
 
 @dataclass(frozen=True)
 class _Arrays:
-    """Training and validation arrays of one fit, with the emotion class weights if asked for."""
+    """Training and validation arrays of one fit, with the emotion class weights if asked for.
+
+    `y_*` hold the true labels; `targets_*` what Keras trains and validates on: the same, except that
+    the `soft_tasks` carry packed true-and-teacher targets (`fer_model.distillation.pack_targets`).
+    """
 
     x_train: np.ndarray
     y_train: dict[str, np.ndarray]
     x_val: np.ndarray
     y_val: dict[str, np.ndarray]
     class_weights: list[float] | None
+    targets_train: dict[str, np.ndarray]
+    targets_val: dict[str, np.ndarray]
+    soft_tasks: tuple[str, ...] = ()
 
 
 def fit(
@@ -311,7 +346,41 @@ def _arrays(dataset: Dataset, *, model_config: ModelConfig, train_config: TrainC
     if train_config.class_weighting and "emotion" in model_config.tasks:
         class_weights = emotion_class_weights(y_train["emotion"])
         logger.info("emotion class weights: %s", [round(w, 3) for w in class_weights])
-    return _Arrays(x_train, y_train, x_val, y_val, class_weights)
+    soft_tasks = _taught_tasks(dataset, model_config=model_config, train_config=train_config)
+    soft_val = {t: v[order] for t, v in dataset.soft_subset("validation").items()}
+    targets_train = _targets(y_train, dataset.soft_subset("train"), soft_tasks, train_config=train_config)
+    targets_val = _targets(y_val, soft_val, soft_tasks, train_config=train_config)
+    return _Arrays(x_train, y_train, x_val, y_val, class_weights, targets_train, targets_val, soft_tasks)
+
+
+def _taught_tasks(dataset: Dataset, *, model_config: ModelConfig, train_config: TrainConfig) -> tuple[str, ...]:
+    """The model's tasks that train on teacher targets: those with soft labels, unless `distill_weight` is 0."""
+    tasks = tuple(t for t in model_config.tasks if t in dataset.soft_labels)
+    if tasks and train_config.distill_weight == 0:
+        logger.info("distill_weight is 0: ignoring the dataset's soft labels for %s", ", ".join(tasks))
+        return ()
+    made_at = (dataset.manifest.get("soft_labels") or {})
+    for t in tasks:
+        temperature = made_at.get(t, {}).get("temperature")
+        if temperature is not None and temperature != train_config.distill_temperature:
+            logger.warning("%s soft labels were made at temperature %s but distill_temperature is %s",
+                           t, temperature, train_config.distill_temperature)
+    return tasks
+
+
+def _targets(labels: dict[str, np.ndarray], soft: Mapping[str, np.ndarray], soft_tasks: Sequence[str], *,
+             train_config: TrainConfig) -> dict[str, np.ndarray]:
+    """`labels` with each of `soft_tasks` packed with its teacher targets (the dict itself when there are none)."""
+    if not soft_tasks:
+        return labels
+    from fer_model.distillation import pack_targets, soft_target_count
+
+    out = dict(labels)
+    for t in soft_tasks:
+        out[t] = pack_targets(labels[t], soft[t], threshold=train_config.distill_threshold)
+        logger.info("%s: %d faces train on true labels, %d on teacher targets", t,
+                    int((labels[t] != MISSING).sum()), soft_target_count(out[t]))
+    return out
 
 
 def _training_batches(arrays: _Arrays, *, model_config: ModelConfig, train_config: TrainConfig) -> Any:
@@ -323,7 +392,7 @@ def _training_batches(arrays: _Arrays, *, model_config: ModelConfig, train_confi
     if plan.pools is not None:
         logger.info("balanced batches: %d steps per epoch, shares %s of pools of %s samples", plan.steps_per_epoch,
                     plan.shares, [p.size for p in plan.pools])
-    return PlannedBatches(arrays.x_train, arrays.y_train, plan)
+    return PlannedBatches(arrays.x_train, arrays.targets_train, plan)
 
 
 def _monitor_task(model_config: ModelConfig) -> str:
@@ -336,9 +405,14 @@ def _fingerprint(*, model_config: ModelConfig, train_config: TrainConfig, arrays
     import json
     from dataclasses import asdict
 
-    settings = {k: v for k, v in asdict(train_config).items() if k != "verbose"}
-    blob = json.dumps([asdict(model_config), settings, len(arrays.x_train), len(arrays.x_val)], sort_keys=True,
-                      default=str)
+    # The distillation settings and targets count only when teachers are in play, so a run without
+    # them keeps the fingerprint (and resumes the checkpoints) it had before they existed.
+    ignored = {"verbose"} if arrays.soft_tasks else {"verbose", *_DISTILL_FIELDS}
+    settings = {k: v for k, v in asdict(train_config).items() if k not in ignored}
+    identity: list[Any] = [asdict(model_config), settings, len(arrays.x_train), len(arrays.x_val)]
+    if arrays.soft_tasks:
+        identity.append({t: int(np.isnan(arrays.targets_train[t]).sum()) for t in arrays.soft_tasks})
+    blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -376,7 +450,7 @@ def _build_and_compile(*, model_config: ModelConfig, train_config: TrainConfig, 
     keras.utils.set_random_seed(train_config.seed)
     model = build_model(model_config)
     compile_model(model, model_config=model_config, train_config=train_config, class_weights=arrays.class_weights,
-                  steps_per_epoch=steps_per_epoch)
+                  steps_per_epoch=steps_per_epoch, soft_tasks=arrays.soft_tasks)
     if start is not None:
         from fer_model.checkpoint import restore_model
 
@@ -434,7 +508,7 @@ def _run(model: keras.Model, *, batches: Any, arrays: _Arrays, train_config: Tra
     )
     keras_history = model.fit(
         batches,
-        validation_data=(arrays.x_val, arrays.y_val),
+        validation_data=(arrays.x_val, arrays.targets_val),
         validation_batch_size=train_config.batch_size,
         epochs=train_config.epochs,
         initial_epoch=initial_epoch,

@@ -1,0 +1,245 @@
+"""Teachers fill the missing labels: trained models label the faces that lack a task's true label.
+
+When sources label different tasks (FER2013 emotion, UTKFace gender/race/age), no face carries
+both kinds. A teacher (a model artifact with a head for the task, typically a single-task model
+trained on the source that labels it) predicts that task on every face of the chosen splits that
+has no true label; its probabilities, softened at a temperature and kept only where the teacher
+is confident enough, become the dataset's soft labels (dataset format 2), with their provenance
+in the manifest. Faces with true labels keep them and get no teacher target. Training then uses
+true labels where they exist and teacher targets elsewhere (`TrainConfig.distill_*`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fer_model import __version__
+from fer_model._settings import Settings, check_bool, check_int, is_number
+from fer_model.artifact_files import CONFIG_FILE
+from fer_model.dataset import Dataset, load_dataset, sha256_file, write_dataset
+from fer_model.errors import ArtifactError, ConfigError
+from fer_model.records import SPLITS
+from fer_model.tasks import MISSING, get_task
+
+logger = logging.getLogger(__name__)
+
+#: Manifest fields `write_dataset` computes itself; every other field is carried over to the taught dataset.
+_COMPUTED_FIELDS = frozenset({"format", "format_version", "image_size", "num_samples", "tasks", "splits", "counts",
+                              "sha256", "sources", "alignment", "rejects", "num_rejects", "soft_labels"})
+_KERAS_FILE = "model.keras"
+
+
+@dataclass(frozen=True)
+class TeachConfig(Settings):
+    """How teachers label faces.
+
+    Attributes:
+        temperature: T > 0: stored targets are the teacher's probabilities softened as p^(1/T),
+            renormalised (softmax of logits / T); 1 keeps them. Train with `distill_temperature` = T.
+        threshold: A face gets no target when the teacher's own top probability (before softening)
+            is below this, in [0, 1]; 0 keeps every target.
+        splits: Splits whose faces are labelled; training reads only "train", so the validation and
+            test splits stay judged on true labels alone.
+        batch_size: Faces per forward pass.
+        flip_average: Each face's probabilities are the mean of it and its mirror image's.
+    """
+
+    temperature: float = 1.0
+    threshold: float = 0.0
+    splits: tuple[str, ...] = ("train",)
+    batch_size: int = 256
+    flip_average: bool = False
+
+    def __post_init__(self) -> None:
+        if not is_number(self.temperature) or not self.temperature > 0:
+            raise ConfigError(f"`temperature` must be a finite number > 0, got {self.temperature!r}")
+        if not is_number(self.threshold) or not 0 <= self.threshold <= 1:
+            raise ConfigError(f"`threshold` must be in [0, 1], got {self.threshold!r}")
+        object.__setattr__(self, "splits", tuple(self.splits))
+        unknown = [s for s in self.splits if s not in SPLITS]
+        if not self.splits or unknown:
+            raise ConfigError(f"`splits` must name some of {', '.join(SPLITS)}, got {list(self.splits)!r}")
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_bool("flip_average", self.flip_average)
+
+
+def temper(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Rows of class probabilities softened at `temperature`: p^(1/T) / sum(p^(1/T)) (float64).
+
+    The model's heads end in a softmax, so this is softmax(logits / T) without the logits.
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    if temperature == 1:
+        return p / p.sum(axis=1, keepdims=True)
+    # In log space, so tiny probabilities raised to a large power do not underflow to an all-zero row.
+    with np.errstate(divide="ignore"):
+        scaled = np.log(p) / temperature
+    scaled -= scaled.max(axis=1, keepdims=True)
+    out = np.exp(scaled)
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def teacher_fingerprint(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Where a teacher model artifact is and what it is: sha256 of its model.keras and config.json, its heads."""
+    from fer_model.model_artifact import read_model_config
+
+    root = Path(model_dir)
+    config = read_model_config(root)
+    keras_file = root / _KERAS_FILE
+    if not keras_file.is_file():
+        raise ArtifactError(f"teacher {root} is incomplete: {_KERAS_FILE} is missing (train it with `fer-mtl train`)")
+    return {
+        "path": str(root),
+        "model_sha256": sha256_file(keras_file),
+        "config_sha256": sha256_file(root / CONFIG_FILE),
+        "heads": list(config.tasks),
+        "trained_on_dataset_manifest_sha256": config.dataset_manifest_sha256,
+    }
+
+
+@dataclass(frozen=True)
+class SoftLabels:
+    """One teacher's output for one task: the [N, classes] targets (NaN rows: none) and what was dropped."""
+
+    targets: np.ndarray
+    candidates: int
+    below_threshold: int
+
+
+def label_faces(model: Any, images: np.ndarray, indices: np.ndarray, *, task: str, config: TeachConfig
+                ) -> SoftLabels:
+    """Soft targets of `task` from `model` for `images[indices]`; every other row (and dropped ones) NaN.
+
+    Args:
+        model: A Keras model whose outputs include `task` (probabilities).
+        images: uint8 [N, S, S], memory-mapped or not; read `config.batch_size` faces at a time.
+        indices: Rows to label.
+        task: The head to read.
+        config: Temperature, threshold, batch size, flip averaging.
+    """
+    from fer_model.predict import predict_probabilities
+
+    targets = np.full((len(images), get_task(task).num_classes), np.nan, dtype=np.float32)
+    below = 0
+    for start in range(0, indices.size, config.batch_size):
+        rows = indices[start:start + config.batch_size]
+        batch = np.asarray(images[rows], dtype=np.uint8)[..., np.newaxis]
+        probs = predict_probabilities(model, batch, tasks=(task,), flip_average=config.flip_average)[task]
+        confident = probs.max(axis=1) >= config.threshold
+        below += int((~confident).sum())
+        targets[rows[confident]] = temper(probs[confident], config.temperature)
+    return SoftLabels(targets=targets, candidates=int(indices.size), below_threshold=below)
+
+
+def unlabelled_indices(dataset: Dataset, task: str, splits: Sequence[str]) -> np.ndarray:
+    """Sorted indices of the faces in `splits` without a true `task` label."""
+    in_splits = np.concatenate([dataset.indices(s) for s in splits])
+    return np.sort(in_splits[np.asarray(dataset.labels[task])[in_splits] == MISSING])
+
+
+def _check_teacher(task: str, model_dir: Path, *, image_size: int) -> None:
+    from fer_model.model_artifact import read_model_config
+
+    config = read_model_config(model_dir)
+    if task not in config.tasks:
+        raise ConfigError(f"teacher {model_dir} has no {task!r} head (it has {', '.join(config.tasks)}); "
+                          f"pass a model trained with `fer-mtl train --tasks {task}` (or one including it)")
+    if config.input_size != image_size:
+        raise ConfigError(f"teacher {model_dir} takes {config.input_size}px faces but the dataset holds "
+                          f"{image_size}px ones; pass a teacher trained on faces of the dataset's size")
+
+
+def _resolve_teachers(teachers: Mapping[str, str | os.PathLike[str]], *, image_size: int) -> dict[str, Path]:
+    from fer_model.storage import local_source
+
+    resolved: dict[str, Path] = {}
+    for task, location in teachers.items():
+        get_task(task)
+        resolved[task] = local_source(location)
+        _check_teacher(task, resolved[task], image_size=image_size)
+    return resolved
+
+
+def teach(
+    *,
+    dataset_dir: str | os.PathLike[str],
+    teachers: Mapping[str, str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    config: TeachConfig | None = None,
+) -> Path:
+    """Write a copy of the dataset artifact whose faces without a true label of each taught task carry
+    that task's teacher targets, with their provenance; return its path.
+
+    Args:
+        dataset_dir: The dataset artifact to label (soft labels of tasks not taught here are kept).
+        teachers: task -> model artifact (folder, or gs:// prefix) with a head for that task. Empty:
+            the dataset is copied unchanged (a pipeline whose teacher stage has nothing to do).
+        out_dir: The new dataset artifact (must differ from `dataset_dir`).
+        config: Temperature, threshold, splits, batch size, flip averaging.
+
+    Raises:
+        ConfigError: an unknown task, a teacher without that head or of another input size, or
+            `out_dir` the same as `dataset_dir`.
+        ArtifactError: the dataset or a teacher artifact is missing or malformed.
+    """
+    config = config or TeachConfig()
+    if Path(out_dir).resolve() == Path(dataset_dir).resolve():
+        raise ConfigError(f"the taught dataset must go to a new folder, not over {dataset_dir}; pass another --out")
+    dataset = load_dataset(dataset_dir)
+    resolved = _resolve_teachers(teachers, image_size=int(dataset.images.shape[1]))
+    soft = dict(dataset.soft_labels)
+    provenance = {t: dict(p) for t, p in (dataset.manifest.get("soft_labels") or {}).items()}
+    for task, model_dir in resolved.items():
+        if task in soft:
+            logger.info("replacing the dataset's %s soft labels with %s's", task, model_dir)
+        made = _run_teacher(dataset, task=task, model_dir=model_dir, config=config)
+        soft[task] = made.targets
+        provenance[task] = _provenance(dataset, task=task, model_dir=model_dir, config=config, made=made)
+    return _write_taught(dataset, out_dir=out_dir, soft=soft, provenance=provenance)
+
+
+def _run_teacher(dataset: Dataset, *, task: str, model_dir: Path, config: TeachConfig) -> SoftLabels:
+    from fer_model.model_artifact import load_model_artifact
+
+    indices = unlabelled_indices(dataset, task, config.splits)
+    artifact = load_model_artifact(model_dir)
+    made = label_faces(artifact.model, dataset.images, indices, task=task, config=config)
+    logger.info("teacher %s labelled %d of %d faces without a true %s label (%d below threshold %s)", model_dir,
+                made.candidates - made.below_threshold, made.candidates, task, made.below_threshold, config.threshold)
+    return made
+
+
+def _provenance(dataset: Dataset, *, task: str, model_dir: Path, config: TeachConfig, made: SoftLabels
+                ) -> dict[str, Any]:
+    return {
+        "teacher": teacher_fingerprint(model_dir),
+        "temperature": config.temperature,
+        "threshold": config.threshold,
+        "flip_average": config.flip_average,
+        "faces": f"faces of splits {', '.join(config.splits)} without a true {task} label",
+        "splits": list(config.splits),
+        "candidates": made.candidates,
+        "below_threshold": made.below_threshold,
+        "source_dataset_manifest_sha256": dataset.manifest_sha256,
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "library_version": __version__,
+    }
+
+
+def _write_taught(dataset: Dataset, *, out_dir: str | os.PathLike[str], soft: Mapping[str, np.ndarray],
+                  provenance: Mapping[str, Mapping[str, Any]]) -> Path:
+    manifest = dataset.manifest
+    extra = {k: v for k, v in manifest.items() if k not in _COMPUTED_FIELDS and not k.startswith("_")}
+    return write_dataset(
+        out_dir, images=np.asarray(dataset.images), labels=dataset.labels, split=dataset.split,
+        sources=manifest.get("sources"), alignment=manifest.get("alignment"), rejects=manifest.get("rejects"),
+        extra=extra, soft_labels=soft, soft_label_provenance=provenance,
+    )
