@@ -1,7 +1,12 @@
 """The fer-mtl training pipeline: one KFP v2 DAG from sources to a deployed InferenceService.
 
-    prepare -> worker_indices -> ParallelFor(tune_worker) -> select_best
+    prepare -> teach -> worker_indices -> ParallelFor(tune_worker) -> select_best
             -> train (GPU) -> evaluate -> gate -> If(deploy and passed) -> deploy
+
+The teacher stage labels the faces without a task's true label with that task's teacher model
+(`teachers`, empty by default); with no teachers it passes the dataset through. It is a step that
+always runs rather than a condition, because KFP hands a conditional step's output on only through
+an else branch, which here would have to be a second train step.
 
 The same DAG compiles for a cluster (`fer-mtl pipeline compile`) and runs locally under
 `kfp.local.SubprocessRunner(use_venv=False)` (`fer-mtl pipeline run --local`). Images are chosen
@@ -19,12 +24,13 @@ from typing import Any
 
 from kfp import dsl
 
-from components import deploy, evaluate, gate, prepare, select_best, train, tune_worker, worker_indices
+from components import deploy, evaluate, gate, prepare, select_best, teach, train, tune_worker, worker_indices
 from components._images import CPU_IMAGE, GPU_IMAGE, PREDICTOR_IMAGE
 from fer_model._settings import Settings, defaults
 from fer_model.errors import ConfigError
 from fer_model.model import ModelConfig
 from fer_model.release.deploy import Resources
+from fer_model.teachers import TeachConfig
 from fer_model.training import TrainConfig
 from fer_model.tuning.config import TuneConfig
 
@@ -53,6 +59,8 @@ class PipelineImages:
 DEFAULT_RESOURCES: MappingProxyType[str, Resources] = MappingProxyType(
     {
         "prepare": Resources(cpu_request="2", cpu_limit="4", memory_request="4G", memory_limit="8G"),
+        # Teachers predict over the train split: inference only, like evaluation.
+        "teach": Resources(cpu_request="2", cpu_limit="4", memory_request="4G", memory_limit="8G"),
         "worker-indices": Resources(cpu_request="100m", cpu_limit="500m", memory_request="256M", memory_limit="512M"),
         "tune-worker": Resources(cpu_request="4", cpu_limit="8", memory_request="8G", memory_limit="16G"),
         "select-best": Resources(cpu_request="500m", cpu_limit="1", memory_request="1G", memory_limit="2G"),
@@ -132,7 +140,7 @@ def _on_gpu(task: Any, *, image: str, node_selector: Any, tolerations: Any) -> A
 #: the dataclasses' own; `tune_config` holds every `TuneConfig` field but the study name and
 #: storage, which the run supplies (its id, `tuning_storage`).
 STEP_CONFIGS: MappingProxyType[str, type[Settings]] = MappingProxyType(
-    {"model_config": ModelConfig, "train_config": TrainConfig, "tune_config": TuneConfig}
+    {"model_config": ModelConfig, "train_config": TrainConfig, "tune_config": TuneConfig, "teach_config": TeachConfig}
 )
 # Stand-ins for the run-time study fields, only so a `tune_config` can be validated before a run.
 _RUN_FILLS = {"study_name": "pipeline-run", "storage": "pipeline-run.journal"}
@@ -158,6 +166,12 @@ def _prepare_step(*, sources: Any, fingerprint: Any, sample_n: Any, align: Any, 
         seed=seed, sources_fingerprint=fingerprint,
     ).set_display_name("prepare dataset")
     return _configure(prep, "prepare", image=images.cpu, policy=policy)
+
+
+def _teach_step(*, dataset: Any, teachers: Any, teach_config: Any, images: PipelineImages, policy: TaskPolicy
+                ) -> Any:
+    taught = teach(dataset=dataset, teachers=teachers, teach_config=teach_config).set_display_name("teachers label")
+    return _configure(taught, "teach", image=images.cpu, policy=policy)
 
 
 def _tune_steps(*, dataset: Any, storage: Any, workers: Any, tune_config: Any, model_config: Any, train_config: Any,
@@ -259,6 +273,8 @@ def build_pipeline(
         model_config: str = _default_json("model_config"),
         train_config: str = _default_json("train_config"),
         tune_config: str = _default_json("tune_config"),
+        teachers: str = "",
+        teach_config: str = _default_json("teach_config"),
         tune_workers: int = 2,
         tuning_storage: str = "",
         eval_split: str = "test",
@@ -280,7 +296,10 @@ def build_pipeline(
         TuneConfig fields (the train and tune steps get the same model and training settings;
         `train_config`'s loss weights are used when no tuning trial completes); `tune_config`'s
         `n_trials` is study-wide, shared by `tune_workers` parallel workers through
-        `tuning_storage` (postgresql:// URL on a cluster, a journal file locally); the model is
+        `tuning_storage` (postgresql:// URL on a cluster, a journal file locally); `teachers` a JSON
+        object {task: model artifact URI} whose models label the faces lacking that task's label
+        before tuning and training (`teach_config` a JSON object of TeachConfig fields; train with
+        `train_config`'s distill_* settings), empty = no teacher; the model is
         deployed only when `deploy_model` is true and the gate passes; GPU steps run on nodes with
         the labels `gpu_node_selector` and tolerate `gpu_tolerations` (a list of Kubernetes
         tolerations)."""
@@ -289,7 +308,8 @@ def build_pipeline(
             sources=sources, fingerprint=sources_fingerprint, sample_n=sample_n, align=align, split_mode=split_mode,
             limit=limit, workers=prepare_workers, seed=seed, **steps,
         )
-        dataset = prep.outputs["dataset"]
+        taught = _teach_step(dataset=prep.outputs["dataset"], teachers=teachers, teach_config=teach_config, **steps)
+        dataset = taught.outputs["taught"]
         best = _tune_steps(
             dataset=dataset, storage=tuning_storage, workers=tune_workers, tune_config=tune_config,
             model_config=model_config, train_config=train_config, tuning_secret=tuning_secret,

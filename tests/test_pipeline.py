@@ -18,7 +18,8 @@ from fer_cli import main
 from fer_model.errors import ConfigError
 from tests.test_html_page import decoded_images
 
-EXECUTORS = {"prepare", "worker-indices", "tune-worker", "select-best", "train", "evaluate", "gate", "deploy"}
+EXECUTORS = {"prepare", "teach", "worker-indices", "tune-worker", "select-best", "train", "evaluate", "gate",
+             "deploy"}
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -86,6 +87,38 @@ def test_dag_wiring(spec: dict[str, Any]) -> None:
     assert tasks["deploy"]["inputs"]["parameters"]["image"]["runtimeValue"]["constant"] == PREDICTOR_IMAGE
     conditions = [t["triggerPolicy"]["condition"] for t in tasks.values() if "triggerPolicy" in t]
     assert any("deploy_model" in c for c in conditions) and any("gate" in c for c in conditions)
+
+
+def test_teacher_stage_feeds_tuning_training_and_evaluation(spec: dict[str, Any]) -> None:
+    from fer_model.teachers import TeachConfig
+
+    tasks = _all_tasks(spec)
+    source = tasks["teach"]["inputs"]["artifacts"]["dataset"]["taskOutputArtifact"]
+    assert source == {"outputArtifactKey": "dataset", "producerTask": "prepare"}
+    taught = {"outputArtifactKey": "taught", "producerTask": "teach"}
+    assert tasks["train"]["inputs"]["artifacts"]["dataset"]["taskOutputArtifact"] == taught
+    assert tasks["evaluate"]["inputs"]["artifacts"]["dataset"]["taskOutputArtifact"] == taught
+    loop_dataset = tasks["for-loop-1"]["inputs"]["artifacts"]
+    assert {"outputArtifactKey": "taught", "producerTask": "teach"} in [
+        a.get("taskOutputArtifact") for a in loop_dataset.values()
+    ]
+    params = tasks["teach"]["inputs"]["parameters"]
+    assert params["teachers"] == {"componentInputParameter": "teachers"}
+    assert params["teach_config"] == {"componentInputParameter": "teach_config"}
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    # No teacher unless the run names one; the settings default to the dataclass's.
+    assert inputs["teachers"]["defaultValue"] == ""
+    assert json.loads(inputs["teach_config"]["defaultValue"]) == TeachConfig().to_dict()
+
+
+def test_teach_settings_are_validated_field_by_field() -> None:
+    from pipelines.runner import coerce_params
+
+    params = coerce_params({"teach_config.temperature": "2", "teachers": '{"emotion": "gs://b/teacher"}'})
+    assert json.loads(params["teach_config"])["temperature"] == 2
+    assert params["teachers"] == '{"emotion": "gs://b/teacher"}'
+    with pytest.raises(ConfigError, match="`threshold` must be in"):
+        coerce_params({"teach_config.threshold": "3"})
 
 
 def _kubernetes_executors(spec: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Teachers fill the missing labels: soft labels in the dataset artifact, `fer-mtl teach`, and a student that learns from them.
+"""Teachers fill the missing labels: soft labels in the dataset, `fer-mtl teach`, a student that learns from them.
 
 The synthetic task has two sources: A labels only emotion, B only age (the labels `pattern_images`
 draws are all known to the test, so it can score what the teacher said about B's faces).
@@ -296,3 +296,31 @@ def test_student_learns_emotion_from_teacher_targets_alone(taught_dir) -> None:
     # Validation faces carry true emotion labels; the train split has none, only B's teacher targets.
     assert learned > chance_like + 0.2, f"with teachers {learned:.2f}, without {chance_like:.2f}"
     assert student.history["emotion_loss"][0] > 0 and baseline.history["emotion_loss"][0] == 0
+
+
+# --- the pipeline's teacher stage ----------------------------------------------------------------
+
+
+def _dataset_artifact(root: Path, name: str, path: Path | None = None):
+    from kfp import dsl
+
+    return dsl.Dataset(name=name, uri=str(path or root / name))
+
+
+@pytest.mark.parametrize("with_teacher", [True, False], ids=["teacher", "no-teacher"])
+def test_teach_component_labels_or_passes_the_dataset_through(sources_dir, teacher_dir, tmp_path, with_teacher
+                                                              ) -> None:
+    from components.teach import teach as teach_component
+
+    taught = _dataset_artifact(tmp_path, "taught")
+    teachers = json.dumps({"emotion": str(teacher_dir)}) if with_teacher else ""
+    teach_component.python_func(dataset=_dataset_artifact(tmp_path, "in", sources_dir), taught=taught,
+                                teachers=teachers, teach_config='{"threshold": 0.0}')
+    out = load_dataset(taught.path)
+    np.testing.assert_array_equal(out.labels["emotion"], load_dataset(sources_dir).labels["emotion"])
+    if with_teacher:
+        assert out.manifest["soft_labels"]["emotion"]["labelled_per_split"]["train"] == N_B
+        assert taught.metadata["soft_labels"] == {"emotion": {"train": N_B, "validation": 0, "test": 0}}
+    else:
+        assert out.soft_labels == {} and "soft_labels" not in out.manifest
+    assert taught.metadata["format"] == "fer-mtl-dataset/v2"
