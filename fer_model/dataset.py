@@ -42,6 +42,9 @@ SPLIT_FILE = "split.npy"
 SOFT_LABELS_FILE = "soft_labels.npz"
 MANIFEST_FILE = "manifest.json"
 _ARRAY_FILES = (IMAGES_FILE, LABELS_FILE, SPLIT_FILE)
+#: Manifest fields `write_dataset` fills from its arguments; a copy of an artifact carries over the others.
+WRITER_FIELDS = frozenset({"format", "format_version", "image_size", "num_samples", "tasks", "splits", "counts",
+                           "sha256", "sources", "alignment", "rejects", "num_rejects", "soft_labels"})
 #: How far a soft-label row's sum may stray from 1 (float32 rounding of tempered probabilities).
 _ROW_SUM_TOLERANCE = 1e-3
 

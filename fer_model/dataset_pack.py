@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from fer_model.dataset import load_dataset, write_dataset
+from fer_model.dataset import WRITER_FIELDS, load_dataset, write_dataset
 from fer_model.errors import ArtifactError, ConfigError
 from fer_model.tasks import TASK_NAMES
 
@@ -111,9 +111,7 @@ def unpack_dataset(pack_file: str | os.PathLike[str], out_dir: str | os.PathLike
         if face is None or face.shape != (size, size):
             raise ArtifactError(f"{pack_file}: face {i} does not decode to {size}x{size}")
         images[i] = face
-    known = {"format", "format_version", "image_size", "num_samples", "tasks", "splits", "counts", "sha256",
-             "sources", "alignment", "rejects", "num_rejects", "soft_labels"}
-    extra = {k: v for k, v in manifest.items() if k not in known}
+    extra = {k: v for k, v in manifest.items() if k not in WRITER_FIELDS}
     extra["transport"] = {"codec": header["codec"], "quality": header["quality"], "psnr_db": header["psnr_db"]}
     return write_dataset(
         out_dir, images=images, labels=labels, split=split, sources=manifest.get("sources"),

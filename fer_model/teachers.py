@@ -24,16 +24,13 @@ import numpy as np
 from fer_model import __version__
 from fer_model._settings import Settings, check_bool, check_int, is_number
 from fer_model.artifact_files import CONFIG_FILE
-from fer_model.dataset import Dataset, load_dataset, sha256_file, write_dataset
+from fer_model.dataset import WRITER_FIELDS, Dataset, load_dataset, sha256_file, write_dataset
 from fer_model.errors import ArtifactError, ConfigError
 from fer_model.records import SPLITS
 from fer_model.tasks import MISSING, get_task
 
 logger = logging.getLogger(__name__)
 
-#: Manifest fields `write_dataset` computes itself; every other field is carried over to the taught dataset.
-_COMPUTED_FIELDS = frozenset({"format", "format_version", "image_size", "num_samples", "tasks", "splits", "counts",
-                              "sha256", "sources", "alignment", "rejects", "num_rejects", "soft_labels"})
 _KERAS_FILE = "model.keras"
 
 
@@ -237,7 +234,7 @@ def _provenance(dataset: Dataset, *, task: str, model_dir: Path, config: TeachCo
 def _write_taught(dataset: Dataset, *, out_dir: str | os.PathLike[str], soft: Mapping[str, np.ndarray],
                   provenance: Mapping[str, Mapping[str, Any]]) -> Path:
     manifest = dataset.manifest
-    extra = {k: v for k, v in manifest.items() if k not in _COMPUTED_FIELDS and not k.startswith("_")}
+    extra = {k: v for k, v in manifest.items() if k not in WRITER_FIELDS and not k.startswith("_")}
     return write_dataset(
         out_dir, images=np.asarray(dataset.images), labels=dataset.labels, split=dataset.split,
         sources=manifest.get("sources"), alignment=manifest.get("alignment"), rejects=manifest.get("rejects"),

@@ -359,9 +359,9 @@ def _taught_tasks(dataset: Dataset, *, model_config: ModelConfig, train_config: 
     if tasks and train_config.distill_weight == 0:
         logger.info("distill_weight is 0: ignoring the dataset's soft labels for %s", ", ".join(tasks))
         return ()
-    made_at = (dataset.manifest.get("soft_labels") or {})
+    provenance = dataset.manifest.get("soft_labels") or {}
     for t in tasks:
-        temperature = made_at.get(t, {}).get("temperature")
+        temperature = provenance.get(t, {}).get("temperature")
         if temperature is not None and temperature != train_config.distill_temperature:
             logger.warning("%s soft labels were made at temperature %s but distill_temperature is %s",
                            t, temperature, train_config.distill_temperature)
