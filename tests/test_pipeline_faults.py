@@ -28,17 +28,19 @@ from fer_model.model_artifact import load_model_artifact, read_model_config
 from tests import test_storage
 from tests._fixtures.models import pattern_dataset
 
-# The GCS emulator and a fresh bucket on it (fixtures `emulator_url` and `bucket`).
-_emulator_fixture, _bucket_fixture = test_storage.emulator_url, test_storage.bucket
+# Fixtures: the GCS emulator, and a fresh bucket on it.
+emulator_url, bucket = test_storage.emulator_url, test_storage.bucket
 
 keras = pytest.importorskip("keras")
 
-_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+def _env() -> dict[str, str]:
+    """The environment now (with a test's STORAGE_EMULATOR_HOST), TensorFlow's chatter off."""
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def _run_child(code: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
-                          timeout=600, env=_ENV)
+                          timeout=600, env=_env())
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +177,7 @@ def test_train_component_killed_mid_run_resumes_from_its_gs_checkpoint_on_retry(
 
     checkpoint_uri = f"gs://{bucket}/runs/1/train/model.checkpoint"
     args = [str(small_dataset), str(tmp_path / "model"), str(tmp_path / "metrics"), checkpoint_uri]
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(_COMPONENT_CHILD), *args], env=_ENV,
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(_COMPONENT_CHILD), *args], env=_env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     remote = f"{checkpoint_uri}/{CHECKPOINT_FILE}"
     try:
@@ -262,7 +264,7 @@ def test_artifacts_tampered_with_in_the_bucket_are_refused_after_download(
 
     from fer_model import storage
 
-    bucket = gcs.Client().bucket(bucket)
+    remote = gcs.Client().bucket(bucket)
     for kind, src, name in (("dataset", small_dataset, "images.npy"), ("model", tiny_model_dir, "model.keras")):
         uri = f"gs://{bucket}/tampered/{kind}"
         storage.upload(src, uri)
@@ -270,7 +272,7 @@ def test_artifacts_tampered_with_in_the_bucket_are_refused_after_download(
         shutil.copy2(src / name, tampered)
         _flip_a_byte(tampered)
         # Replaced in the bucket by someone else, after the artifact was published.
-        bucket.blob(f"tampered/{kind}/{name}").upload_from_filename(str(tampered))
+        remote.blob(f"tampered/{kind}/{name}").upload_from_filename(str(tampered))
         local = storage.local_source(uri, cache_dir=tmp_path / "cache")
         load = load_dataset if kind == "dataset" else load_model_artifact
         with pytest.raises(ArtifactError, match=rf"{name} fails its hash check"):

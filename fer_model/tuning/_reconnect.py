@@ -69,10 +69,16 @@ def call_reconnecting(fn: Callable[[], T], *, what: str, deadline_s: float = REC
         except Exception as e:
             if not is_disconnect(e) or time.monotonic() + delay > give_up:
                 raise
-            logger.warning("%s: database connection lost (%s); retrying in %.2gs", what,
-                           str(e).splitlines()[0][:200], delay)
+            logger.warning("%s: database connection lost (%s); retrying in %.2gs", what, _first_line(e), delay)
             time.sleep(delay)
             delay = min(delay * 2, _MAX_DELAY)
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of the innermost cause (Optuna wraps the driver's error in a generic message)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return (str(error).splitlines() or [type(error).__name__])[0][:200]
 
 
 def reconnecting_rdb_storage_class() -> type:

@@ -92,7 +92,7 @@ def open_storage(
             # pool_pre_ping: a long trial can outlive an idle connection that a proxy closed. The
             # reconnecting class rides out a server restart (and a server still starting up).
             return call_reconnecting(
-                lambda: storage_class(driver_url(storage), engine_kwargs={"pool_pre_ping": True}, **kwargs),
+                lambda: _create_rdb_storage(storage_class, driver_url(storage), **kwargs),
                 what=f"open {redact(storage)}",
             )
         except sqlalchemy.exc.SQLAlchemyError as e:
@@ -111,6 +111,28 @@ def open_storage(
         return JournalStorage(JournalFileBackend(str(path)))
     except OSError as e:
         raise StorageError(f"cannot create the journal file {path}: {e}") from e
+
+
+def _create_rdb_storage(storage_class: type, url: str, **kwargs: object) -> optuna.storages.RDBStorage:
+    """The storage at `url`, whose tables the first worker to get there creates.
+
+    Workers starting together on a new database race to create the tables; the losers' CREATE
+    fails on a unique constraint once the winner's is committed, and their second look finds them.
+    """
+    import sqlalchemy.exc
+
+    attempts_left = _SCHEMA_ATTEMPTS
+    while True:
+        try:
+            return storage_class(url, engine_kwargs={"pool_pre_ping": True}, **kwargs)
+        except sqlalchemy.exc.IntegrityError:
+            attempts_left -= 1
+            if not attempts_left:
+                raise
+            logger.info("another worker was creating the study tables; looking again")
+
+
+_SCHEMA_ATTEMPTS = 3
 
 
 def _advisory_key(study_name: str) -> int:
