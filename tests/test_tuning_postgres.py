@@ -13,6 +13,7 @@ import time
 import pytest
 
 from fer_model.errors import StorageError
+from fer_model.tasks import TASK_NAMES
 from fer_model.tuning import TuneConfig, best_params, load_study, run_study, run_workers, write_study_report
 from fer_model.tuning._storage import ClaimLock
 from tests._postgres import find_pg_bin, postgres_server, restart_server
@@ -112,14 +113,16 @@ def _worker_code(url: str, study: str, *, n_trials: int, seconds_per_epoch: floa
     )
 
 
-def _first_trial_running(url: str, study: str) -> bool:
+def _first_trial_running(url: str, study: str, *, params: int = 0) -> bool:
+    """Trial 0 runs, its owner recorded and at least `params` of its parameters sampled."""
     from fer_model.errors import ConfigError
 
     try:
         trials = load_study(storage=url, study_name=study).trials
     except ConfigError:  # the worker has not created the study yet
         return False
-    return bool(trials) and trials[0].state.name == "RUNNING" and "owner" in trials[0].user_attrs
+    return (bool(trials) and trials[0].state.name == "RUNNING" and "owner" in trials[0].user_attrs
+            and len(trials[0].params) >= params)
 
 
 def test_a_worker_killed_mid_trial_on_postgres_is_failed_and_the_study_completes(postgres_url):
@@ -143,7 +146,9 @@ def test_a_pod_killed_mid_trial_is_failed_by_heartbeat_and_its_point_retried(pos
     worker = _spawn_python(_worker_code(postgres_url, "pod", n_trials=3, seconds_per_epoch=600, host="other-pod",
                                         **beats))
     try:
-        _wait_for(lambda: _first_trial_running(postgres_url, "pod"), what="the pod's first trial to start")
+        # Once every loss weight is drawn, so that the whole point can be compared with its retry.
+        _wait_for(lambda: _first_trial_running(postgres_url, "pod", params=len(TASK_NAMES)),
+                  what="the pod's first trial to start")
     finally:
         worker.kill()
         worker.wait()

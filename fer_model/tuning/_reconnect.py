@@ -34,6 +34,13 @@ _TRANSIENT_TEXT = ("connection refused", "server closed the connection", "starti
                    "terminating connection", "connection reset", "no connection to the server",
                    "connection already closed", "timeout expired", "could not receive data")
 
+# The private methods Optuna's per-process cache (`_CachedStorage`) calls on the RDBStorage it wraps.
+_CACHE_CALLS = ("_create_new_trial", "_set_trial_param", "_get_best_trial_id", "_get_trials",
+                "_get_stale_trial_ids")
+_CLASS: type | None = None
+# Set while a wrapped call runs, so that the wrapped calls it makes do not retry on their own.
+_inside = threading.local()
+
 T = TypeVar("T")
 
 
@@ -96,17 +103,16 @@ def reconnecting_rdb_storage_class() -> type:
                  and not isinstance(value, staticmethod | classmethod)
                  and (not name.startswith("_") or name in _CACHE_CALLS)]
         methods = {name: _retrying(getattr(base, name), name) for name in names}
-        _CLASS = type("ReconnectingRDBStorage", (base,), {"__module__": __name__, **methods})
+        _CLASS = type("ReconnectingRDBStorage", (base,), {"__module__": __name__,
+                                                         "__qualname__": "ReconnectingRDBStorage", **methods})
     return _CLASS
 
 
-_CLASS: type | None = None
-# The private methods Optuna's per-process cache (`_CachedStorage`) calls on the RDBStorage it wraps.
-_CACHE_CALLS = ("_create_new_trial", "_set_trial_param", "_get_best_trial_id", "_get_trials",
-                "_get_stale_trial_ids")
-
-
-_inside = threading.local()
+def __getattr__(name: str) -> Any:
+    # Pickle finds the class by this name in a process that has not built it yet.
+    if name == "ReconnectingRDBStorage":
+        return reconnecting_rdb_storage_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _retrying(method: Callable[..., Any], name: str) -> Callable[..., Any]:
