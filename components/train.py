@@ -14,6 +14,7 @@ def train(
     model_config: str = "",
     train_config: str = "",
     loss_weights: str = "",
+    checkpoint_uri: str = "",
 ) -> None:
     """Train the paper's CNN on the dataset artifact and write the model artifact.
 
@@ -26,6 +27,9 @@ def train(
             weights, seed, ...); "" = its defaults, the paper's recipe.
         loss_weights: JSON object {task: weight} (the tuning step's output), laid over
             `train_config`'s loss weights: "" or "{}" changes none.
+        checkpoint_uri: Where the epoch checkpoint lives (a gs:// prefix, or a folder that survives
+            the pod); "" = beside the model output (`fer_model.train_run.checkpoint_location`). A
+            retried task finds it there and resumes from the last finished epoch.
     """
     import dataclasses
     import logging
@@ -34,6 +38,7 @@ def train(
     from fer_model._settings import parse_loss_weights
     from fer_model.model import ModelConfig
     from fer_model.model_artifact import read_model_config
+    from fer_model.train_run import checkpoint_location
     from fer_model.train_run import train as train_model
     from fer_model.training import TrainConfig
 
@@ -48,6 +53,7 @@ def train(
         out_dir=model.path,
         model_config=ModelConfig.from_json(model_config),
         train_config=recipe,
+        checkpoint_dir=checkpoint_uri or checkpoint_location(model_uri=model.uri, model_path=model.path),
     )
     best = {k: float(v[result.best_epoch]) for k, v in result.history.items() if k.startswith("val_")}
     for name, value in sorted(best.items()):

@@ -315,6 +315,8 @@ class ModelArtifactConfig:
         saved_model: The SavedModel folder inside the artifact, or None when not exported.
         untrained_classes: task -> classes with no training label (never predicted); None in
             files written before it existed.
+        sha256: relative path -> sha256 of every other file of the artifact (model.keras, the
+            SavedModel, history.json), checked on load; None in files written before it existed.
     """
 
     library_version: str
@@ -333,6 +335,7 @@ class ModelArtifactConfig:
     validation: Mapping[str, float]
     saved_model: str | None
     untrained_classes: Mapping[str, tuple[str, ...]] | None = None
+    sha256: Mapping[str, str] | None = None
     format: str = MODEL_FORMAT_NAME
     format_version: int = MODEL_FORMAT_VERSION
 
@@ -373,6 +376,7 @@ class ModelArtifactConfig:
             validation=f.numbers("validation"),
             saved_model=f.text_or_none("saved_model"),
             untrained_classes=f.name_lists("untrained_classes") if f.has("untrained_classes") else None,
+            sha256=_file_hashes(f) if f.has("sha256") else None,
         )
 
     @classmethod
@@ -413,6 +417,8 @@ class ModelArtifactConfig:
         }
         if self.untrained_classes is not None:
             out["untrained_classes"] = {t: list(c) for t, c in self.untrained_classes.items()}
+        if self.sha256 is not None:
+            out["sha256"] = dict(self.sha256)
         return out
 
     def write(self, folder: str | os.PathLike[str]) -> Path:
@@ -420,3 +426,13 @@ class ModelArtifactConfig:
         path = Path(folder) / CONFIG_FILE
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return path
+
+
+def _file_hashes(f: JsonFields) -> dict[str, str]:
+    """config.json's {relative path: sha256 hex} section."""
+    section = f.obj("sha256")
+    hashes = {name: section.text(name) for name in section.data}
+    for name, digest in hashes.items():
+        if len(digest) != 64 or name.startswith("/") or ".." in name.split("/"):
+            raise section.fail(name, "a sha256 hex digest of a file inside the artifact", digest)
+    return hashes

@@ -5,6 +5,10 @@ the model's variables (weights, batch-norm statistics, dropout/augmentation seed
 optimizer's (step counter, so per-step schedules continue at the right step; moments; learning
 rate), the callbacks' counters (best value, wait, best weights), the per-epoch history so far and
 a fingerprint of the configuration, so a checkpoint is never resumed under different settings.
+
+A pod's disk does not outlive the pod: `fetch_checkpoint` and `MirrorCheckpoint` keep a copy at a
+`gs://` prefix (one object, replaced whole each epoch), so a retried pod resumes where the killed one
+last finished an epoch.
 """
 
 from __future__ import annotations
@@ -141,3 +145,45 @@ def capture(model: keras.Model, *, stateful: Mapping[str, keras.callbacks.Callba
         optimizer_variables=[np.asarray(v) for v in model.optimizer.variables],
         callback_counters=counters, callback_best_weights=best,
     )
+
+
+def fetch_checkpoint(uri: str, directory: str | os.PathLike[str]) -> bool:
+    """Download `uri/checkpoint.npz` (a gs:// prefix) into `directory`; False when there is none yet.
+
+    Raises:
+        StorageError: the bucket cannot be reached or read.
+    """
+    from fer_model import storage
+
+    remote = f"{uri.rstrip('/')}/{CHECKPOINT_FILE}"
+    if not storage.exists(remote):
+        return False
+    storage.download(remote, Path(directory) / CHECKPOINT_FILE)
+    logger.info("fetched the epoch checkpoint %s", remote)
+    return True
+
+
+class MirrorCheckpoint(keras.callbacks.Callback):
+    """Uploads the local epoch checkpoint to `uri` after each epoch and at the end of training.
+
+    Runs after the callback that writes the checkpoint (fit's extra callbacks follow its own). GCS
+    replaces an object whole, so a reader of `uri` finds the previous epoch's checkpoint or this one,
+    never half of one.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], uri: str) -> None:
+        super().__init__()
+        self.local = Path(directory) / CHECKPOINT_FILE
+        self.remote = f"{uri.rstrip('/')}/{CHECKPOINT_FILE}"
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        self._push()
+
+    def on_train_end(self, logs: Any = None) -> None:
+        self._push()
+
+    def _push(self) -> None:
+        from fer_model import storage
+
+        if self.local.exists():
+            storage.upload(self.local, self.remote)

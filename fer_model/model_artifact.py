@@ -150,13 +150,15 @@ def save_model_artifact(
             saved_model = SAVED_MODEL_DIR
         else:
             logger.warning("KERAS_BACKEND=%s: skipping the TF SavedModel export (needs tensorflow)", backend)
-        _artifact_config(
+        clean_history = {k: [float(x) for x in v] for k, v in history.items()}
+        (tmp / HISTORY_FILE).write_text(json.dumps(clean_history, indent=2) + "\n")
+        config = _artifact_config(
             model_config=model_config, train_config=train_config, history=history, best_epoch=best_epoch,
             dataset_manifest_sha256=dataset_manifest_sha256, alignment=alignment, saved_model=saved_model,
             untrained_classes=untrained_classes,
-        ).write(tmp)
-        clean_history = {k: [float(x) for x in v] for k, v in history.items()}
-        (tmp / HISTORY_FILE).write_text(json.dumps(clean_history, indent=2) + "\n")
+        )
+        # Written last, config.json records the hash of every other file (checked on load).
+        dataclasses.replace(config, sha256=_hash_files(tmp)).write(tmp)
     logger.info("wrote model artifact %s (tasks %s, best epoch %d)", out, ",".join(model_config.tasks), best_epoch + 1)
     return out
 
@@ -195,6 +197,33 @@ def _artifact_config(
     )
 
 
+def _hash_files(root: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under `root` but config.json."""
+    from fer_model.dataset import sha256_file
+
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*"))
+            if p.is_file() and p.relative_to(root).as_posix() != CONFIG_FILE}
+
+
+def verify_model_files(root: Path, config: ModelArtifactConfig) -> None:
+    """Check each file config.json records against its sha256 (artifacts written before hashes: nothing to check).
+
+    Raises:
+        ArtifactError: a recorded file is missing or its content differs, naming the file.
+    """
+    from fer_model.dataset import sha256_file
+
+    for name, expected in (config.sha256 or {}).items():
+        file = root / name
+        if not file.is_file():
+            raise ArtifactError(f"{root} is incomplete: {name} is missing; copy the whole artifact again "
+                                "or re-run `fer-mtl train`")
+        actual = sha256_file(file)
+        if actual != expected:
+            raise ArtifactError(f"{file} fails its hash check ({CONFIG_FILE} says {expected}, file is {actual}): "
+                                "the artifact was modified or truncated; copy it again or re-run `fer-mtl train`")
+
+
 def read_model_config(path: str | os.PathLike[str]) -> ModelArtifactConfig:
     """Parse and check a model artifact's config.json without importing TensorFlow or Keras.
 
@@ -206,16 +235,18 @@ def read_model_config(path: str | os.PathLike[str]) -> ModelArtifactConfig:
 
 
 def load_model_artifact(path: str | os.PathLike[str]) -> ModelArtifact:
-    """Load a model artifact's Keras model and config (checks format, version and head names).
+    """Load a model artifact's Keras model and config (checks format, version, file hashes and head names).
 
     Raises:
-        ArtifactError: the artifact is missing, of another version, or its model does not match its config.
+        ArtifactError: the artifact is missing, of another version, a file fails its hash check, or its
+            model does not match its config.
     """
     config = read_model_config(path)
     root = Path(path)
     keras_path = root / KERAS_FILE
     if not keras_path.is_file():
         raise ArtifactError(f"{root} is incomplete: {KERAS_FILE} is missing")
+    verify_model_files(root, config)
     import keras
 
     try:

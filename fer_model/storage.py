@@ -165,6 +165,11 @@ def upload(
         timeout: (connect, read) seconds per HTTP request.
         retry_deadline: Total seconds to keep retrying transient failures.
 
+    A folder's manifest (`manifest.json` or `config.json` at its top) is what readers accept an
+    artifact by: any old one at `uri` is deleted first and the new one goes up last, so an upload cut
+    off midway (a killed pod) leaves no manifest, and readers refuse the half-written folder instead
+    of mixing old and new files. Re-running the upload completes it.
+
     Returns:
         The URI uploaded to.
 
@@ -183,10 +188,12 @@ def upload(
             raise StorageError(f"cannot upload file {src} to {uri!r}: the URI must name an object, not a folder")
         files = [(src, gcs.key)]
     else:
-        files = [(p, gcs.prefix + p.relative_to(src).as_posix()) for p in sorted(src.rglob("*")) if p.is_file()]
+        files = _folder_upload_order(src, gcs)
     client = _client()
     bucket = _checked_bucket(client, gcs)
     retry = _transfer_retry(retry_deadline)
+    if src.is_dir():
+        _retract_markers(bucket, gcs, retry=retry)
     total = 0
     for path, key in files:
         blob = bucket.blob(key, chunk_size=chunk_size)
@@ -199,6 +206,17 @@ def upload(
         total += path.stat().st_size
     logger.info("uploaded %d file(s), %d bytes, to %s", len(files), total, uri)
     return uri
+
+
+def exists(uri: str) -> bool:
+    """True when the object `uri` (not a prefix) exists.
+
+    Raises:
+        StorageError: bad URI, missing bucket, no credentials, or the lookup fails.
+    """
+    gcs = parse_gcs_uri(uri)
+    bucket = _checked_bucket(_client(), gcs)
+    return _call(lambda: bucket.get_blob(gcs.key, timeout=_PROBE_TIMEOUT), what=f"look up {gcs}") is not None
 
 
 def object_versions(uri: str) -> list[tuple[str, int, int]]:
@@ -215,6 +233,27 @@ def object_versions(uri: str) -> list[tuple[str, int, int]]:
 
 
 # --- internals -------------------------------------------------------------------------------
+
+#: Top-level files that mark an artifact folder complete (dataset, model): uploaded last.
+MARKER_FILES = ("manifest.json", "config.json")
+
+
+def _folder_upload_order(src: Path, gcs: GcsUri) -> list[tuple[Path, str]]:
+    """(file, object name) for every file under `src`, sorted, its marker files last."""
+    files = [p for p in sorted(src.rglob("*")) if p.is_file()]
+    markers = [p for p in files if p.parent == src and p.name in MARKER_FILES]
+    body = [p for p in files if p not in markers]
+    return [(p, gcs.prefix + p.relative_to(src).as_posix()) for p in [*body, *markers]]
+
+
+def _retract_markers(bucket: Bucket, gcs: GcsUri, *, retry: Any) -> None:
+    """Delete the marker objects of an artifact already at `gcs`, before its files are replaced."""
+    for name in MARKER_FILES:
+        key = gcs.prefix + name
+        blob = _call(lambda key=key: bucket.get_blob(key, timeout=_PROBE_TIMEOUT), what=f"look up gs://{gcs.bucket}/{key}")
+        if blob is not None:
+            _call(lambda blob=blob: blob.delete(timeout=DEFAULT_TIMEOUT, retry=retry),
+                  what=f"delete the old gs://{gcs.bucket}/{key} before replacing the folder")
 
 
 def _client() -> Client:

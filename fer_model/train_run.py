@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fer_model.dataset import alignment_settings
 
@@ -40,15 +40,50 @@ def train(
     """Load a dataset artifact, fit a model on it and write the model artifact to `out_dir`.
 
     `checkpoint_dir` and `initial_weights` are passed to `fit`; a checkpoint inside `out_dir` goes
-    away when the artifact replaces the folder.
+    away when the artifact replaces the folder. A `gs://` `checkpoint_dir` is fetched first (if there
+    is one) and updated after every epoch, so a retried pod resumes the run (`checkpoint_location`).
     """
     from fer_model.dataset import load_dataset
-    from fer_model.training import fit
+    from fer_model.storage import is_gcs
 
     dataset = load_dataset(dataset_dir)
-    result = fit(dataset, model_config=model_config, train_config=train_config, checkpoint_dir=checkpoint_dir,
-                 initial_weights=initial_weights)
+    fit_args = {"dataset": dataset, "model_config": model_config, "train_config": train_config,
+                "initial_weights": initial_weights}
+    if checkpoint_dir is not None and is_gcs(checkpoint_dir):
+        result = _fit_mirrored(str(checkpoint_dir), **fit_args)
+    else:
+        from fer_model.training import fit
+
+        result = fit(checkpoint_dir=checkpoint_dir, **fit_args)
     return save_fit(result, dataset=dataset, out_dir=out_dir, model_config=model_config, train_config=train_config)
+
+
+def _fit_mirrored(uri: str, **fit_args: Any) -> FitResult:
+    """`fit` with its epoch checkpoint in a local scratch folder mirrored to the gs:// prefix `uri`."""
+    import tempfile
+
+    from fer_model.checkpoint import MirrorCheckpoint, fetch_checkpoint
+    from fer_model.training import fit
+
+    with tempfile.TemporaryDirectory(prefix="fer-checkpoint-") as scratch:
+        fetch_checkpoint(uri, scratch)
+        return fit(checkpoint_dir=scratch, callbacks=[MirrorCheckpoint(scratch, uri)], **fit_args)
+
+
+def checkpoint_location(*, model_uri: str, model_path: str) -> str:
+    """Where a pipeline's train step keeps its epoch checkpoint: beside its model output, outside it.
+
+    A KFP retry runs the same task again with the same output URI, so a checkpoint at
+    `<model uri>.checkpoint` is where the retried pod looks. On gs:// that survives the killed pod; for
+    a local output (kfp.local) the folder beside the output path does. Any other scheme (an S3/MinIO
+    pipeline root, which fer_model.storage does not write) keeps it beside the local path, and a retry
+    then starts over.
+    """
+    from fer_model.storage import is_gcs
+
+    if is_gcs(model_uri):
+        return model_uri.rstrip("/") + ".checkpoint"
+    return str(Path(model_path)).rstrip("/") + ".checkpoint"
 
 
 def save_fit(

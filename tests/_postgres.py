@@ -57,6 +57,9 @@ class PostgresServer:
     port: int
     password: str
     data_dir: Path
+    #: pg_ctl, and the command prefix it runs under (runuser as root).
+    pg_ctl: Path = Path("pg_ctl")
+    run_as: tuple[str, ...] = ()
 
 
 @contextmanager
@@ -108,7 +111,7 @@ def postgres_server(*, database: str = "optuna", user: str = "optuna") -> Iterat
         url = f"postgresql://{user}:{password}@127.0.0.1:{port}/postgres"
         _create_database(url, database)
         yield PostgresServer(url=url.rsplit("/", 1)[0] + f"/{database}", port=port, password=password,
-                             data_dir=data_dir)
+                             data_dir=data_dir, pg_ctl=bin_dir / "pg_ctl", run_as=tuple(prefix))
     finally:
         if started:
             try:
@@ -116,6 +119,18 @@ def postgres_server(*, database: str = "optuna", user: str = "optuna") -> Iterat
             except RuntimeError as e:
                 logger.warning("could not stop the test PostgreSQL: %s", e)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def restart_server(server: PostgresServer) -> None:
+    """`pg_ctl restart -m fast`: every connection is cut, as when the database pod is rescheduled.
+
+    pg_ctl starts it again with the options it was started with (kept in postmaster.opts).
+    """
+    args = [*server.run_as, str(server.pg_ctl), "-D", str(server.data_dir), "-l",
+            str(server.data_dir.parent / "server.log"), "-m", "fast", "-w", "-t", "60", "restart"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pg_ctl restart failed ({proc.returncode}): {proc.stdout}\n{proc.stderr}")
 
 
 def _create_database(url: str, name: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -244,3 +245,59 @@ def test_a_failed_object_in_a_parallel_download_names_it(
 def test_bad_worker_count_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="`workers` must be >= 1, got 0"):
         storage.download("gs://b/x", tmp_path / "x", workers=0)
+
+
+# --- an upload cut off midway ----------------------------------------------------------------
+
+
+def _object_names(bucket: str, prefix: str) -> set[str]:
+    from google.cloud import storage as gcs
+
+    return {b.name for b in gcs.Client().list_blobs(bucket, prefix=prefix)}
+
+
+def test_folder_upload_sends_the_manifest_last(bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from google.cloud.storage import Blob
+
+    order: list[str] = []
+    real = Blob.upload_from_filename
+    monkeypatch.setattr(Blob, "upload_from_filename",
+                        lambda self, *a, **k: (order.append(self.name), real(self, *a, **k)))
+    storage.upload(_dataset_like_folder(tmp_path / "ds"), f"gs://{bucket}/ds")
+    assert order[-1] == "ds/manifest.json" and sorted(order) == sorted(_object_names(bucket, "ds/"))
+
+
+def test_a_killed_upload_leaves_no_manifest_and_a_retry_completes_it(
+    bucket: str, emulator_url: str, tmp_path: Path
+) -> None:
+    from fer_model.dataset import load_dataset, write_dataset
+    from fer_model.errors import ArtifactError
+
+    def dataset(name: str, n: int, seed: int) -> Path:
+        # images.npy is big enough (tens of chunks) that the kill lands while it is in flight.
+        rng = np.random.default_rng(seed)
+        labels = {t: np.full(n, -1, np.int8) for t in ("emotion", "gender", "race", "age")}
+        return write_dataset(tmp_path / name, images=rng.integers(0, 256, (n, 50, 50), dtype=np.uint8),
+                             labels=labels, split=(np.arange(n) % 3).astype(np.uint8))
+
+    uri = f"gs://{bucket}/datasets/faces"
+    storage.upload(dataset("old", 40, 0), uri)  # an earlier, complete version at the same URI
+    new = dataset("new", 6000, 1)
+    code = f"from fer_model import storage; storage.upload({str(new)!r}, {uri!r}, chunk_size={_CHUNK})"
+    child = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "STORAGE_EMULATOR_HOST": emulator_url})
+    try:
+        # The uploader retracts the old manifest before sending any file: kill it right after.
+        deadline = time.monotonic() + 60
+        while "datasets/faces/manifest.json" in _object_names(bucket, "datasets/faces/"):
+            assert child.poll() is None and time.monotonic() < deadline, "the upload never retracted the manifest"
+            time.sleep(0.02)
+    finally:
+        child.kill()
+        child.wait()
+    assert "datasets/faces/manifest.json" not in _object_names(bucket, "datasets/faces/")
+    with pytest.raises(ArtifactError, match="manifest.json is missing"):
+        load_dataset(storage.local_source(uri, cache_dir=tmp_path / "cache"))
+
+    storage.upload(new, uri, chunk_size=_CHUNK)
+    loaded = load_dataset(storage.local_source(uri, cache_dir=tmp_path / "cache"))
+    assert len(loaded) == 6000 and _tree(loaded.path) == _tree(new)

@@ -14,9 +14,10 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fer_model.errors import ConfigError, StorageError
+from fer_model.tuning._reconnect import call_reconnecting, reconnecting_rdb_storage_class
 
 if TYPE_CHECKING:
     import optuna
@@ -86,9 +87,14 @@ def open_storage(
                 "grace_period": grace_period,
                 "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
             }
+        storage_class = reconnecting_rdb_storage_class()
         try:
-            # pool_pre_ping: a long trial can outlive an idle connection that a proxy closed.
-            return optuna.storages.RDBStorage(driver_url(storage), engine_kwargs={"pool_pre_ping": True}, **kwargs)
+            # pool_pre_ping: a long trial can outlive an idle connection that a proxy closed. The
+            # reconnecting class rides out a server restart (and a server still starting up).
+            return call_reconnecting(
+                lambda: _create_rdb_storage(storage_class, driver_url(storage), **kwargs),
+                what=f"open {redact(storage)}",
+            )
         except sqlalchemy.exc.SQLAlchemyError as e:
             first_line = str(e).splitlines()[0] if str(e) else ""
             raise StorageError(
@@ -105,6 +111,28 @@ def open_storage(
         return JournalStorage(JournalFileBackend(str(path)))
     except OSError as e:
         raise StorageError(f"cannot create the journal file {path}: {e}") from e
+
+
+def _create_rdb_storage(storage_class: type, url: str, **kwargs: object) -> optuna.storages.RDBStorage:
+    """The storage at `url`, whose tables the first worker to get there creates.
+
+    Workers starting together on a new database race to create the tables; the losers' CREATE
+    fails on a unique constraint once the winner's is committed, and their second look finds them.
+    """
+    import sqlalchemy.exc
+
+    attempts_left = _SCHEMA_ATTEMPTS
+    while True:
+        try:
+            return storage_class(url, engine_kwargs={"pool_pre_ping": True}, **kwargs)
+        except sqlalchemy.exc.IntegrityError:
+            attempts_left -= 1
+            if not attempts_left:
+                raise
+            logger.info("another worker was creating the study tables; looking again")
+
+
+_SCHEMA_ATTEMPTS = 3
 
 
 def _advisory_key(study_name: str) -> int:
@@ -153,20 +181,32 @@ class ClaimLock:
 
         where = f"study {self._study_name!r} in {redact(self._storage)}"
         try:
-            conn = self._engine.connect()
+            conn = call_reconnecting(self._locked_connection, what=f"lock {where}")
         except sqlalchemy.exc.SQLAlchemyError as e:
-            raise StorageError(f"cannot connect to lock {where}: {e}") from e
+            raise StorageError(f"cannot lock {where}: {e}") from e
         try:
-            try:
-                # SQLAlchemy 2 begins a transaction here; the lock lives until that transaction ends.
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"),
-                             {"key": _advisory_key(self._study_name)})
-            except sqlalchemy.exc.SQLAlchemyError as e:
-                raise StorageError(f"cannot lock {where}: {e}") from e
             yield
         finally:
-            # Closing rolls the transaction back, which releases the advisory lock.
+            try:
+                # Closing rolls the transaction back, which releases the advisory lock.
+                conn.close()
+            except sqlalchemy.exc.SQLAlchemyError as e:
+                # The connection broke (server restarted): the server dropped the lock with it.
+                logger.warning("releasing the claim lock of %s: %s", where, str(e).splitlines()[0])
+
+    def _locked_connection(self) -> Any:
+        """A connection whose open transaction holds the study's advisory lock."""
+        import sqlalchemy
+
+        conn = self._engine.connect()
+        try:
+            # SQLAlchemy 2 begins a transaction here; the lock lives until that transaction ends.
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"),
+                         {"key": _advisory_key(self._study_name)})
+        except BaseException:
             conn.close()
+            raise
+        return conn
 
     def close(self) -> None:
         if self._engine is not None:
