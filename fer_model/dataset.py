@@ -200,10 +200,10 @@ def load_dataset(path: str | os.PathLike[str], *, mmap: bool = True, verify: boo
                     "the artifact was modified or truncated; re-run `fer-mtl prepare`"
                 )
     try:
-        images = np.load(root / IMAGES_FILE, mmap_mode="r" if mmap else None)
-        with np.load(root / LABELS_FILE) as npz:
+        images = np.load(root / IMAGES_FILE, mmap_mode="r" if mmap else None, allow_pickle=False)
+        with np.load(root / LABELS_FILE, allow_pickle=False) as npz:
             labels = {t: npz[t] for t in TASK_NAMES}
-        split = np.load(root / SPLIT_FILE)
+        split = np.load(root / SPLIT_FILE, allow_pickle=False)
     except (OSError, ValueError, KeyError) as e:
         raise ArtifactError(f"{root} has an unreadable array file: {e}") from e
     manifest["_sha256"] = hashlib.sha256(raw).hexdigest()

@@ -1,0 +1,249 @@
+"""Security promises: no code runs from an artifact, no credential leaks, least-privilege RBAC and pods.
+
+Code execution is detected with a marker file: every hostile payload here (a Lambda layer, a pickle's
+`__reduce__`, a module a config names) writes the marker if it ever runs, so a refusal that came
+after the payload ran still fails the test.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import pickle
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_model.errors import ArtifactError
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_MODEL = ROOT / "fer_model" / "pretrained"
+
+
+# --- model loading runs no code from the artifact ------------------------------------------------
+
+
+class _Boom:
+    """Unpickling this creates `path`: proof that the pickle was read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple:
+        return (open, (self.path, "w"))
+
+
+def _hostile_lambda(marker: Path):  # noqa: ANN202 (a lambda, whose code Keras marshals into the file)
+    # The marker path is a constant inside the code object, so the marshalled bytecode carries it.
+    return eval(f"lambda x: (open({str(marker)!r}, 'w').close(), x)[1]")  # noqa: S307
+
+
+def _artifact_with_model(tmp_path: Path, model_file: Path) -> Path:
+    """A copy of the shipped artifact's config and history with `model_file` as its model.keras."""
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    for name in ("config.json", "history.json"):
+        shutil.copy(SHIPPED_MODEL / name, artifact / name)
+    shutil.copy(model_file, artifact / "model.keras")
+    return artifact
+
+
+def _lambda_model(marker: Path):  # noqa: ANN202
+    """A model with the shipped artifact's heads, whose Lambda layer writes `marker` when called."""
+    import keras
+
+    inputs = keras.Input((50, 50, 1), name="image")
+    x = keras.layers.Lambda(_hostile_lambda(marker), name="payload")(inputs)
+    x = keras.layers.Flatten()(x)
+    outputs = {t: keras.layers.Dense(n, activation="softmax", name=t)(x)
+               for t, n in (("emotion", 7), ("gender", 3), ("race", 3), ("age", 5))}
+    model = keras.Model(inputs, outputs)
+    marker.unlink()  # building the model called the lambda once; only a later call counts
+    return model
+
+
+@pytest.fixture(scope="module")
+def lambda_keras_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(a .keras file holding a Lambda layer, the marker its code writes)."""
+    pytest.importorskip("keras")
+    root = tmp_path_factory.mktemp("lambda")
+    marker = root / "lambda-ran"
+    path = root / "model.keras"
+    _lambda_model(marker).save(path)
+    return path, marker
+
+
+def test_the_shipped_model_passes_the_check_and_loads() -> None:
+    from fer_model._keras_file import check_keras_file
+    from fer_model.model_artifact import load_model_artifact
+
+    check_keras_file(SHIPPED_MODEL / "model.keras")
+    artifact = load_model_artifact(SHIPPED_MODEL)
+    assert sorted(artifact.model.output_names) == sorted(artifact.config.tasks)
+
+
+def test_the_marker_detects_code_that_runs(lambda_keras_file: tuple[Path, Path]) -> None:
+    # The control: Keras with safe mode off does run the lambda, so an absent marker below means something.
+    import keras
+
+    path, marker = lambda_keras_file
+    keras.saving.load_model(path, compile=False, safe_mode=False)
+    assert marker.exists()
+    marker.unlink()
+
+
+def test_a_lambda_layer_artifact_is_refused_and_its_code_never_runs(
+    lambda_keras_file: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from fer_model.model_artifact import load_model_artifact
+
+    path, marker = lambda_keras_file
+    with pytest.raises(ArtifactError, match=r"config.layers\[\d\] is a 'Lambda', which carries Python code"):
+        load_model_artifact(_artifact_with_model(tmp_path, path))
+    assert not marker.exists()
+
+
+def test_keras_safe_mode_still_refuses_the_lambda_without_our_check(
+    lambda_keras_file: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two locks: with the archive check removed, Keras's own safe mode (passed explicitly) refuses it.
+    from fer_model import _keras_file
+
+    path, marker = lambda_keras_file
+    monkeypatch.setattr(_keras_file, "check_keras_file", lambda path: None)
+    with pytest.raises(ArtifactError, match="cannot be loaded:.*(safe_mode|unsafe)"):
+        _keras_file.load_keras_model(path)
+    assert not marker.exists()
+
+
+def test_warm_start_refuses_a_lambda_model_too(lambda_keras_file: tuple[Path, Path]) -> None:
+    from fer_model.model import ModelConfig, build_model
+    from fer_model.warm_start import copy_matching_weights
+
+    path, marker = lambda_keras_file
+    with pytest.raises(ArtifactError, match="carries Python code"):
+        copy_matching_weights(build_model(ModelConfig(width=0.25)), path)
+    assert not marker.exists()
+
+
+def test_a_legacy_hdf5_model_named_model_keras_is_refused(tmp_path: Path) -> None:
+    # Keras hands a non-zip file to its legacy HDF5 loader, whose Lambda handling is not safe_mode's.
+    marker = tmp_path / "h5-ran"
+    marker.touch()
+    _lambda_model(marker).save(tmp_path / "legacy.h5")
+    with pytest.raises(ArtifactError, match=r"not a Keras 3 \.keras archive"):
+        from fer_model.model_artifact import load_model_artifact
+
+        load_model_artifact(_artifact_with_model(tmp_path, tmp_path / "legacy.h5"))
+    assert not marker.exists()
+
+
+def _rewrite_archive(source: Path, target: Path, *, extra: dict[str, bytes] | None = None,
+                     config: dict | None = None) -> None:
+    """Copy a .keras zip, adding members and/or replacing its config.json."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for item in old.infolist():
+            data = old.read(item.filename)
+            if item.filename == "config.json" and config is not None:
+                data = json.dumps(config).encode()
+            new.writestr(item, data)
+        for name, data in (extra or {}).items():
+            new.writestr(name, data)
+
+
+def test_a_pickle_inside_the_keras_archive_is_refused_unread(tmp_path: Path) -> None:
+    from fer_model.model_artifact import load_model_artifact
+
+    marker = tmp_path / "pickle-ran"
+    hostile = tmp_path / "hostile.keras"
+    _rewrite_archive(SHIPPED_MODEL / "model.keras", hostile, extra={"assets/payload.pkl": pickle.dumps(_Boom(marker))})
+    with pytest.raises(ArtifactError, match=r"holds \['assets/payload.pkl'\]"):
+        load_model_artifact(_artifact_with_model(tmp_path, hostile))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["model.pkl", "scaler.joblib", "extra.npy"])
+def test_a_pickle_beside_the_model_is_refused_unread(tmp_path: Path, name: str) -> None:
+    from fer_model.model_artifact import load_model_artifact
+
+    marker = tmp_path / "pickle-ran"
+    artifact = _artifact_with_model(tmp_path, SHIPPED_MODEL / "model.keras")
+    if name.endswith(".npy"):
+        np.save(artifact / name, np.array([_Boom(marker)], dtype=object), allow_pickle=True)
+    else:
+        (artifact / name).write_bytes(pickle.dumps(_Boom(marker)))
+    with pytest.raises(ArtifactError, match=rf"holds \['{name}'\]: a fer-mtl model artifact holds no pickles"):
+        load_model_artifact(artifact)
+    assert not marker.exists()
+
+
+def test_a_config_naming_a_foreign_module_is_refused_unimported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fer_model.model_artifact import load_model_artifact
+
+    marker = tmp_path / "module-imported"
+    (tmp_path / "evil_layers.py").write_text(f"open({str(marker)!r}, 'w').close()\nDense = object\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with zipfile.ZipFile(SHIPPED_MODEL / "model.keras") as archive:
+        config = json.loads(archive.read("config.json"))
+    dense = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")
+    dense.update(module="evil_layers", registered_name="evil_layers>Dense")
+    hostile = tmp_path / "hostile.keras"
+    _rewrite_archive(SHIPPED_MODEL / "model.keras", hostile, config=config)
+    with pytest.raises(ArtifactError, match=r"names evil_layers.Dense, outside Keras"):
+        load_model_artifact(_artifact_with_model(tmp_path, hostile))
+    assert not marker.exists() and "evil_layers" not in sys.modules
+
+
+def test_a_dataset_with_a_pickled_label_array_is_refused_unread(tmp_path: Path) -> None:
+    from fer_model.dataset import LABELS_FILE, MANIFEST_FILE, load_dataset, sha256_file, write_dataset
+    from fer_model.tasks import TASK_NAMES
+
+    n = 4
+    labels = {t: np.zeros(n, dtype=np.int8) for t in TASK_NAMES}
+    root = write_dataset(tmp_path / "ds", images=np.zeros((n, 50, 50), np.uint8), labels=labels,
+                         split=np.zeros(n, np.uint8))
+    marker = tmp_path / "pickle-ran"
+    hostile = {t: np.array([_Boom(marker)] * n, dtype=object) for t in TASK_NAMES}
+    np.savez(root / LABELS_FILE, **hostile)
+    # The attacker rewrites the recorded hash too, so only the loader's refusal to unpickle stands in the way.
+    manifest = json.loads((root / MANIFEST_FILE).read_text())
+    manifest["sha256"][LABELS_FILE] = sha256_file(root / LABELS_FILE)
+    (root / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="unreadable array file: Object arrays cannot be loaded"):
+        load_dataset(root, mmap=False)
+    assert not marker.exists()
+
+
+def _calls(name: str) -> list[tuple[Path, ast.Call]]:
+    """Every call of `<something>.name(...)` in fer_model/, with its file."""
+    found = []
+    for file in sorted((ROOT / "fer_model").rglob("*.py")):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == name:
+                found.append((file, node))
+    return found
+
+
+def _keyword_is_literal(call: ast.Call, keyword: str, value: object) -> bool:
+    return any(k.arg == keyword and isinstance(k.value, ast.Constant) and k.value.value is value
+               for k in call.keywords)
+
+
+def test_every_numpy_load_refuses_pickles() -> None:
+    loads = _calls("load")
+    numpy_loads = [(f, c) for f, c in loads if isinstance(c.func.value, ast.Name) and c.func.value.id == "np"]
+    assert len(numpy_loads) >= 4  # the dataset, its pack and the training checkpoint
+    unsafe = [f"{f.relative_to(ROOT)}:{c.lineno}" for f, c in numpy_loads
+              if not _keyword_is_literal(c, "allow_pickle", False)]
+    assert unsafe == [], "np.load without allow_pickle=False"
+
+
+def test_keras_models_are_loaded_in_one_place_with_safe_mode() -> None:
+    calls = _calls("load_model")
+    assert [(f.name, _keyword_is_literal(c, "safe_mode", True)) for f, c in calls] == [("_keras_file.py", True)]
