@@ -8,10 +8,13 @@ after the payload ran still fails the test.
 from __future__ import annotations
 
 import ast
+import base64
 import json
+import logging
 import pickle
 import shutil
 import sys
+import threading
 import zipfile
 from pathlib import Path
 
@@ -247,3 +250,109 @@ def test_every_numpy_load_refuses_pickles() -> None:
 def test_keras_models_are_loaded_in_one_place_with_safe_mode() -> None:
     calls = _calls("load_model")
     assert [(f.name, _keyword_is_literal(c, "safe_mode", True)) for f, c in calls] == [("_keras_file.py", True)]
+
+
+# --- no credentials in pipeline specs, manifests or logs -----------------------------------------
+
+#: Test secrets, supplied the ways users supply them; none may show up anywhere below.
+KFP_TOKEN = "kfp-token-5d1e-never-print-me"
+KFP_COOKIE_VALUE = "sess-9c3a-never-print-me"
+DB_PASSWORD = "db-password-71f0-never-print-me"
+GCS_KEY_SECRET = "gcs-private-key-a24b-never-print-me"
+SECRETS = (KFP_TOKEN, KFP_COOKIE_VALUE, DB_PASSWORD, GCS_KEY_SECRET)
+#: Secret *names* may appear: they are how a spec refers to a secret.
+TUNING_SECRET_NAME = "team-a-optuna-db"
+
+
+def _leaks(text: str) -> list[str]:
+    """The test secrets (or their base64, as a Kubernetes Secret would hold them) found in `text`."""
+    encoded = [base64.b64encode(s.encode()).decode() for s in SECRETS]
+    return [s for s in (*SECRETS, *encoded) if s in text]
+
+
+@pytest.fixture
+def secrets_in_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every secret where a user keeps it: KFP token and cookie and the DB password in the environment,
+    a service-account key file named by GOOGLE_APPLICATION_CREDENTIALS."""
+    key_file = tmp_path / "sa-key.json"
+    key_file.write_text(json.dumps({"type": "service_account", "private_key": GCS_KEY_SECRET}))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
+    monkeypatch.setenv("KF_PIPELINES_TOKEN", KFP_TOKEN)
+    monkeypatch.setenv("KF_PIPELINES_COOKIE", f"authservice_session={KFP_COOKIE_VALUE}")
+    monkeypatch.setenv("OPTUNA_DB_PASSWORD", DB_PASSWORD)
+
+
+def test_the_compiled_pipeline_names_secrets_but_holds_none(secrets_in_environment: None, tmp_path: Path) -> None:
+    from pipelines.runner import compile_to
+
+    path, _ = compile_to(tmp_path / "pipeline.yaml", tuning_secret=TUNING_SECRET_NAME)
+    text = path.read_text()
+    assert _leaks(text) == [] and "private_key" not in text
+    # The password reaches tune workers by reference: the Secret's name and the variable it fills.
+    assert TUNING_SECRET_NAME in text and "OPTUNA_DB_PASSWORD" in text
+
+
+def test_a_submitted_run_and_its_logs_hold_no_secret(
+    secrets_in_environment: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+) -> None:
+    import kfp
+
+    from fer_cli import main
+    from tests.test_submit_auth import FakeKfp
+
+    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp-context.json"))
+    caplog.set_level(logging.DEBUG)
+    server = FakeKfp({"Authorization": f"Bearer {KFP_TOKEN}", "Cookie": f"authservice_session={KFP_COOKIE_VALUE}"})
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        # The token and cookie come from the environment; the run compiles here (no --package).
+        rc = main(["pipeline", "submit", "--host", server.url, "--tuning-secret", TUNING_SECRET_NAME,
+                   "-p", "tuning_storage=postgresql://optuna:${OPTUNA_DB_PASSWORD}@db:5432/optuna"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    (run,) = server.runs
+    sent = json.dumps(run)
+    assert TUNING_SECRET_NAME in sent and "${OPTUNA_DB_PASSWORD}" in sent  # references travel, values do not
+    assert _leaks(sent) == [] and _leaks(out + err + caplog.text) == []
+
+
+def test_a_literal_database_password_is_refused_before_submission(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+) -> None:
+    from fer_cli import main
+
+    rc = main(["pipeline", "submit", "--host", "http://127.0.0.1:9", "--package", str(ROOT / "README.md"),
+               "-p", f"tuning_storage=postgresql://optuna:{DB_PASSWORD}@db:5432/optuna"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "holds a literal password" in err
+    assert _leaks(err + caplog.text) == []
+
+
+def test_rendered_manifests_refer_to_secrets_by_name_only(
+    secrets_in_environment: None, tmp_path: Path
+) -> None:
+    from tests._kustomize import kustomize_build
+
+    overlay = tmp_path / "manifests" / "overlays" / "team"
+    shutil.copytree(ROOT / "manifests" / "base", tmp_path / "manifests" / "base")
+    overlay.mkdir(parents=True)
+    # The overlay the base documents: the DB password generated from a git-ignored file.
+    (overlay / "tuning-postgres.password").write_text(DB_PASSWORD)
+    (overlay / "kustomization.yaml").write_text(json.dumps({
+        "resources": ["../../base"], "namespace": "team-a",
+        "secretGenerator": [{"name": "fer-mtl-tuning-postgres", "behavior": "merge",
+                             "files": ["password=tuning-postgres.password"],
+                             "options": {"disableNameSuffixHash": True}}],
+    }))
+    for folder in (ROOT / "manifests" / "base", ROOT / "manifests" / "overlays" / "sample"):
+        assert _leaks(json.dumps(kustomize_build(folder))) == [], folder
+    docs = kustomize_build(overlay)
+    secret_docs = [d for d in docs if d["kind"] == "Secret"]
+    # The generated Secret is the one place the password lives; every pod takes it by secretKeyRef.
+    assert [_leaks(json.dumps(d)) for d in secret_docs] == [[base64.b64encode(DB_PASSWORD.encode()).decode()]]
+    others = json.dumps([d for d in docs if d["kind"] != "Secret"])
+    assert _leaks(others) == [] and '"secretKeyRef"' in others
