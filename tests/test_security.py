@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from fer_model.errors import ArtifactError
+from tests.test_deploy import fake_kube  # noqa: F401 (a fixture, used through request.getfixturevalue)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL = ROOT / "fer_model" / "pretrained"
@@ -356,3 +357,52 @@ def test_rendered_manifests_refer_to_secrets_by_name_only(
     assert [_leaks(json.dumps(d)) for d in secret_docs] == [[base64.b64encode(DB_PASSWORD.encode()).decode()]]
     others = json.dumps([d for d in docs if d["kind"] != "Secret"])
     assert _leaks(others) == [] and '"secretKeyRef"' in others
+
+
+# --- RBAC grants what deploy uses, in its namespace ---------------------------------------------
+
+_HTTP_VERBS = {"GET": "get", "POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
+
+
+def _manifests(name: str) -> list[dict]:
+    import yaml
+
+    return [d for d in yaml.safe_load_all((ROOT / "manifests" / "base" / name).read_text()) if d]
+
+
+def _granted(role: dict) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+            for v in rule["verbs"]}
+
+
+def test_the_deployer_role_grants_exactly_what_deploy_calls(request: pytest.FixtureRequest) -> None:
+    from tests.test_deploy import NS, _config, _deploy
+
+    kube, api = request.getfixturevalue("fake_kube")  # the deploy tests' fake Kubernetes API
+    _deploy(api, _config())  # first run: create
+    _deploy(api, _config(image="europe-docker.pkg.dev/proj/fer/fer-mtl-predictor:0.2.0"))  # canary patch
+    prefix = f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices"
+    assert all(path.startswith(prefix) for _, path, _, _ in kube.requests), "deploy left its namespace"
+    used = {("serving.kserve.io", "inferenceservices", _HTTP_VERBS[method]) for method, *_ in kube.requests}
+    assert {verb for *_, verb in used} == {"get", "create", "patch"}
+    (role,) = [d for d in _manifests("deploy-rbac.yaml") if d["kind"] == "Role"]
+    assert _granted(role) == used
+
+
+@pytest.mark.parametrize("name", ["deploy-rbac.yaml", "pipeline-rbac.yaml"])
+def test_rbac_is_namespaced_and_has_no_wildcard(name: str) -> None:
+    docs = _manifests(name)
+    kinds = {d["kind"] for d in docs}
+    assert kinds <= {"ServiceAccount", "Role", "RoleBinding"}, "cluster-scoped RBAC"
+    for doc in docs:
+        assert "namespace" not in doc["metadata"]  # the overlay's namespace applies to all of it
+    for role in (d for d in docs if d["kind"] == "Role"):
+        for group, resource, verb in _granted(role):
+            assert "*" not in (group, resource, verb)
+            assert verb not in {"delete", "deletecollection", "escalate", "bind", "impersonate", "update"}
+            if resource == "secrets":  # one named Secret the launcher reads, never the namespace's Secrets
+                rule = next(r for r in role["rules"] if "secrets" in r["resources"])
+                assert rule["verbs"] == ["get"] and len(rule["resourceNames"]) == 1
+    for binding in (d for d in docs if d["kind"] == "RoleBinding"):
+        assert binding["roleRef"]["kind"] == "Role"
+        assert all(s["kind"] == "ServiceAccount" and "namespace" not in s for s in binding["subjects"])
