@@ -406,3 +406,77 @@ def test_rbac_is_namespaced_and_has_no_wildcard(name: str) -> None:
     for binding in (d for d in docs if d["kind"] == "RoleBinding"):
         assert binding["roleRef"]["kind"] == "Role"
         assert all(s["kind"] == "ServiceAccount" and "namespace" not in s for s in binding["subjects"])
+
+
+# --- least privilege for every pod the manifests and the deploy step create ----------------------
+
+#: What every container must run with (container level, or inherited from the pod's securityContext).
+REQUIRED_SECURITY = {
+    "runAsNonRoot": True,
+    "readOnlyRootFilesystem": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+_POD_LEVEL = ("runAsNonRoot", "runAsUser", "runAsGroup", "seccompProfile")
+
+
+def _containers(doc: dict) -> list[tuple[str, dict, dict]]:
+    """(where, container, pod securityContext) for every container a workload document runs."""
+    if doc["kind"] == "InferenceService":
+        predictor = doc["spec"]["predictor"]
+        pod, containers = predictor.get("securityContext", {}), list(predictor.get("containers", []))
+        if "model" in predictor:
+            containers.append({"name": "model", **predictor["model"]})
+    elif doc["kind"] in {"StatefulSet", "Deployment", "Job", "DaemonSet"}:
+        spec = doc["spec"]["template"]["spec"]
+        pod, containers = spec.get("securityContext", {}), spec["containers"] + spec.get("initContainers", [])
+    else:
+        return []
+    return [(f"{doc['kind']}/{doc['metadata']['name']}/{c['name']}", c, pod) for c in containers]
+
+
+def _privilege_gaps(doc: dict) -> list[str]:
+    """Every container field of `doc` that misses `REQUIRED_SECURITY`, as "where: field"."""
+    gaps = []
+    for where, container, pod in _containers(doc):
+        effective = {**{k: v for k, v in pod.items() if k in _POD_LEVEL}, **container.get("securityContext", {})}
+        gaps += [f"{where}: {key}" for key, value in REQUIRED_SECURITY.items() if effective.get(key) != value]
+        if effective.get("runAsUser") == 0:
+            gaps.append(f"{where}: runAsUser 0")
+    return gaps
+
+
+def _rendered_workloads() -> list[dict]:
+    from tests._kustomize import kustomize_build
+
+    docs = kustomize_build(ROOT / "manifests" / "overlays" / "sample")  # the base, plus the TF Serving one
+    return [d for d in docs if _containers(d)]
+
+
+def test_every_manifest_container_runs_least_privileged() -> None:
+    workloads = _rendered_workloads()
+    names = {(d["kind"], d["metadata"]["name"]) for d in workloads}
+    assert {("InferenceService", "fer-mtl"), ("InferenceService", "fer-mtl-tf"),
+            ("StatefulSet", "fer-mtl-tuning-postgres")} <= names
+    assert [gap for doc in workloads for gap in _privilege_gaps(doc)] == []
+
+
+def test_the_check_catches_a_missing_setting() -> None:
+    (predictor,) = [d for d in _rendered_workloads() if d["metadata"]["name"] == "fer-mtl"]
+    del predictor["spec"]["predictor"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"]
+    assert _privilege_gaps(predictor) == ["InferenceService/fer-mtl/kserve-container: readOnlyRootFilesystem"]
+
+
+def test_the_deployed_predictor_runs_as_the_images_user_with_a_writable_tmp_only() -> None:
+    from fer_model.release.deploy import DeployConfig, build_inferenceservice, canary_patch
+
+    config = DeployConfig(image="img:1", storage_uri="gs://b/m")
+    built = build_inferenceservice(config)
+    assert _privilege_gaps(built) == []
+    (container,) = built["spec"]["predictor"]["containers"]
+    dockerfile = (ROOT / "images" / "predictor" / "Dockerfile").read_text()
+    assert f"USER {container['securityContext']['runAsUser']}" in dockerfile
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    # A canary rollout carries the same pod security (a merge patch replaces the container list).
+    assert _privilege_gaps({**built, "spec": canary_patch(config)["spec"]}) == []
