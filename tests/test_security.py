@@ -16,6 +16,8 @@ import shutil
 import sys
 import threading
 import zipfile
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -480,3 +482,175 @@ def test_the_deployed_predictor_runs_as_the_images_user_with_a_writable_tmp_only
     assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
     # A canary rollout carries the same pod security (a merge patch replaces the container list).
     assert _privilege_gaps({**built, "spec": canary_patch(config)["spec"]}) == []
+
+
+# --- every label a page draws is escaped ----------------------------------------------------------
+
+HOSTILE_LABELS = ("<script>window.__pwned=1</script>", '"><img src=x onerror="window.__pwned=1">',
+                  "'><svg onload=window.__pwned=1>", "&lt;already-escaped&gt; & <b>bold</b>")
+_REPORT_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "ul", "li", "table",
+                "thead", "tbody", "tr", "th", "td", "strong", "code", "img"}
+
+
+class _Elements:
+    """Tags, attributes and text of an HTML page, as a browser's parser sees them."""
+
+    def __init__(self, page: str) -> None:
+        from html.parser import HTMLParser
+
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        outer = self
+
+        class Parser(HTMLParser):
+            def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+                outer.tags.append((tag, dict(attrs)))
+
+            def handle_data(self, data: str) -> None:
+                outer.text.append(data)
+
+        parser = Parser(convert_charrefs=True)
+        parser.feed(page)
+        parser.close()
+
+
+def test_the_html_report_escapes_hostile_labels(tmp_path: Path) -> None:
+    from fer_model.html_page import markdown_to_html
+
+    (tmp_path / "chart.png").write_bytes(base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="))
+    label, breakout, svg, mixed = HOSTILE_LABELS
+    markdown = "\n".join([
+        f"# Report for {label}", "", f"| class | {breakout} |", "|---|---|", f"| {svg} | **{label}** |", "",
+        f"- `{breakout}`", f"- {mixed}", "", f"A paragraph naming {svg}.", "", f"![{breakout}](chart.png)",
+    ])
+    page = _Elements(markdown_to_html(markdown, images_dir=tmp_path, title=label))
+    assert {tag for tag, _ in page.tags} <= _REPORT_TAGS
+    assert not [(tag, name) for tag, attrs in page.tags for name in attrs if name.startswith("on")]
+    (image,) = [attrs for tag, attrs in page.tags if tag == "img"]
+    assert image["alt"] == breakout and image["src"].startswith("data:image/png;base64,")
+    text = "".join(page.text)
+    for hostile in HOSTILE_LABELS:  # drawn as the very characters, not as markup
+        assert hostile in text
+
+
+
+class _HostilePredictor(ThreadingHTTPServer):
+    """Serves the try-it page's files WITHOUT its Content-Security-Policy (so escaping alone is under
+    test) and answers like a predictor whose model name and labels are all hostile markup."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _HostileHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+def _hostile_prediction() -> dict:
+    label, breakout, svg, mixed = HOSTILE_LABELS
+    task = {"label": label, "probabilities": {label: 0.7, breakout: 0.2, svg: 0.05, mixed: 0.05}}
+    return {"predictions": [{"faces": [{"box": [0, 0, 1, 1], "predictions": {
+        t: task for t in ("emotion", "gender", "race", "age")}}]}]}
+
+
+class _HostileHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        from fer_model.serving.page import ASSETS, asset_bytes
+
+        if self.path in ASSETS:
+            name, content_type = ASSETS[self.path]
+            return self._send(200, asset_bytes(name), content_type)
+        if self.path == "/v1/models":
+            return self._send(200, json.dumps({"models": [HOSTILE_LABELS[1]]}).encode(), "application/json")
+        return self._send(404, b"{}", "application/json")
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.server.refuse:  # type: ignore[attr-defined]
+            body = json.dumps({"error": HOSTILE_LABELS[1]}).encode()
+            return self._send(400, body, "application/json")
+        return self._send(200, json.dumps(_hostile_prediction()).encode(), "application/json")
+
+
+@pytest.fixture(scope="module")
+def hostile_page() -> Iterator[tuple[_HostilePredictor, object]]:
+    """(the hostile predictor, a headless Chromium on its page); skipped without Chromium."""
+    from tests.test_page_browser import CHROMIUM_FLAGS, _missing, _skip_or_fail
+
+    reason = _missing()
+    if reason:
+        _skip_or_fail(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    server = _HostilePredictor()
+    server.refuse = False  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        yield server, driver
+    finally:
+        driver.quit()
+        server.shutdown()
+        server.server_close()
+
+
+_TINY_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
+
+
+def _upload_to(driver: object, server: _HostilePredictor, tmp_path: Path) -> str:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(_TINY_PNG)
+    driver.get(f"{server.url}/")  # type: ignore[attr-defined]
+    driver.find_element("id", "file").send_keys(str(photo))  # type: ignore[attr-defined]
+    app = driver.find_element("id", "app")  # type: ignore[attr-defined]
+    WebDriverWait(driver, 30).until(lambda _: app.get_attribute("data-state") in ("done", "error"))
+    return app.get_attribute("data-state")
+
+
+_DRAWN = """
+    const drawn = [...document.querySelectorAll('#faces *, #boxes *, #error *, #status *')];
+    return {pwned: window.__pwned === 1, tags: [...new Set(drawn.map((e) => e.tagName.toLowerCase()))],
+            labels: [...document.querySelectorAll('#faces .top, #faces .class, #boxes .box-label')]
+                      .map((e) => e.textContent),
+            error: document.getElementById('error').textContent};
+"""
+
+
+@pytest.mark.browser
+def test_the_page_draws_hostile_labels_as_text(hostile_page: tuple, tmp_path: Path) -> None:
+    server, driver = hostile_page
+    server.refuse = False
+    assert _upload_to(driver, server, tmp_path) == "done"
+    shown = driver.execute_script(_DRAWN)
+    assert not shown["pwned"]
+    assert set(shown["tags"]) <= {"li", "h2", "h3", "section", "span", "div"}  # no img, script, svg, b
+    assert shown["labels"].count(HOSTILE_LABELS[0]) == 4 * 2  # each task's top label and its own row
+    assert set(HOSTILE_LABELS) <= set(shown["labels"]) and f"1: {HOSTILE_LABELS[0]}" in shown["labels"]
+
+
+@pytest.mark.browser
+def test_the_page_shows_a_hostile_refusal_as_text(hostile_page: tuple, tmp_path: Path) -> None:
+    server, driver = hostile_page
+    server.refuse = True
+    assert _upload_to(driver, server, tmp_path) == "error"
+    shown = driver.execute_script(_DRAWN)
+    assert not shown["pwned"] and HOSTILE_LABELS[1] in shown["error"] and shown["tags"] == []
