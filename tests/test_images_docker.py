@@ -346,6 +346,28 @@ def _member_findings(layer: Any, member: Any, bundle_sha: str | None, bundle_siz
     return []
 
 
+def test_the_layer_scan_finds_planted_credentials(tmp_path: Path) -> None:
+    # The scan itself, on a layer built here: each planted file is found, an ordinary one is not.
+    import hashlib
+
+    bundle = b"-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----\n"
+    planted = {"home/fer/.git-credentials": b"https://u:p@example.com", "run/secrets/ca_bundle": bundle,
+               "opt/venv/certs/copy.pem": bundle, "srv/key.json": b'{"type": "service_account", "private_key": "k"}',
+               "root/.cache/pip/http/x": b"cached", "opt/venv/lib/ok.py": b"print(1)"}
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w:gz") as tar:
+        for name, data in planted.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    layer.seek(0)
+    found = _scan_layer(layer, hashlib.sha256(bundle).hexdigest(), len(bundle))
+    assert found == ["home/fer/.git-credentials", "run/secrets/ca_bundle",
+                     "opt/venv/certs/copy.pem (the build's CA bundle)", "srv/key.json (a service-account key)",
+                     "root/.cache/pip/http/x"]
+    assert _scan_layer(io.BytesIO(b'{"config": "not a tar"}'), None, -1) is None
+
+
 @pytest.mark.parametrize("image", [CPU_IMAGE, PREDICTOR_IMAGE])
 def test_no_layer_holds_credentials_or_the_build_secret(images: str, image: str) -> None:
     findings, layers = _layer_findings(images, image, _ca_bundle())
