@@ -53,7 +53,7 @@ def read_checkpoint(directory: str | os.PathLike[str], *, fingerprint: str) -> C
     path = Path(directory) / CHECKPOINT_FILE
     if not path.exists():
         return None
-    with np.load(path) as data:
+    with np.load(path, allow_pickle=False) as data:
         meta = json.loads(bytes(data["meta"]).decode())
         arrays = {k: data[k] for k in data.files if k != "meta"}
     if meta.get("format_version") != FORMAT_VERSION:

@@ -270,13 +270,13 @@ def load_dataset(path: str | os.PathLike[str], *, mmap: bool = True, verify: boo
                     "the artifact was modified or truncated; re-run `fer-mtl prepare`"
                 )
     try:
-        images = np.load(root / IMAGES_FILE, mmap_mode="r" if mmap else None)
-        with np.load(root / LABELS_FILE) as npz:
+        images = np.load(root / IMAGES_FILE, mmap_mode="r" if mmap else None, allow_pickle=False)
+        with np.load(root / LABELS_FILE, allow_pickle=False) as npz:
             labels = {t: npz[t] for t in TASK_NAMES}
-        split = np.load(root / SPLIT_FILE)
+        split = np.load(root / SPLIT_FILE, allow_pickle=False)
         soft: dict[str, np.ndarray] = {}
         if soft_tasks:
-            with np.load(root / SOFT_LABELS_FILE) as npz:
+            with np.load(root / SOFT_LABELS_FILE, allow_pickle=False) as npz:
                 soft = {t: npz[t] for t in soft_tasks}
     except (OSError, ValueError, KeyError) as e:
         raise ArtifactError(f"{root} has an unreadable array file: {e}") from e

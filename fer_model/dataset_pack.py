@@ -92,7 +92,7 @@ def unpack_dataset(pack_file: str | os.PathLike[str], out_dir: str | os.PathLike
     import cv2
 
     try:
-        with np.load(pack_file) as npz:
+        with np.load(pack_file, allow_pickle=False) as npz:
             header = json.loads(npz["header"].tobytes())
             blob, offsets, split = npz["blob"], npz["offsets"], npz["split"]
             labels = {t: npz[f"label_{t}"] for t in TASK_NAMES}

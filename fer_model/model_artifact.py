@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from fer_model import __version__
 from fer_model._atomic import atomic_folder
+from fer_model._keras_file import load_keras_model
 from fer_model.artifact_files import (
     CONFIG_FILE,
     HISTORY_FILE,
@@ -45,6 +46,10 @@ logger = logging.getLogger(__name__)
 
 FORMAT_NAME = MODEL_FORMAT_NAME
 FORMAT_VERSION = MODEL_FORMAT_VERSION
+#: Serialisation formats that run code when read (pickle and what wraps it, legacy Keras HDF5). The
+#: writer never puts one in an artifact, so one there means the folder is not what it claims to be.
+CODE_CARRYING_SUFFIXES = frozenset({".pkl", ".pickle", ".joblib", ".dill", ".npy", ".npz", ".pt", ".pth", ".h5",
+                                    ".hdf5"})
 
 
 @dataclass(frozen=True)
@@ -237,24 +242,32 @@ def read_model_config(path: str | os.PathLike[str]) -> ModelArtifactConfig:
 def load_model_artifact(path: str | os.PathLike[str]) -> ModelArtifact:
     """Load a model artifact's Keras model and config (checks format, version, file hashes and head names).
 
+    No code from the artifact runs: see `fer_model._keras_file`.
+
     Raises:
-        ArtifactError: the artifact is missing, of another version, a file fails its hash check, or its
-            model does not match its config.
+        ArtifactError: the artifact is missing, of another version, a file fails its hash check, it
+            holds a pickle or a model file that could run code, or its model does not match its config.
     """
     config = read_model_config(path)
     root = Path(path)
     keras_path = root / KERAS_FILE
     if not keras_path.is_file():
         raise ArtifactError(f"{root} is incomplete: {KERAS_FILE} is missing")
+    _refuse_pickles(root)
     verify_model_files(root, config)
-    import keras
-
-    try:
-        # compile=False: inference needs no optimizer, and the file carries no training objects.
-        model = keras.saving.load_model(keras_path, compile=False)
-    except Exception as e:  # Keras raises many types for a corrupt or foreign file
-        raise ArtifactError(f"{keras_path} cannot be loaded: {e}") from e
+    # Checked before Keras reads it, then loaded uncompiled (inference needs no optimizer) in safe mode.
+    model = load_keras_model(keras_path)
     heads = sorted(model.output_names) if hasattr(model, "output_names") else None
     if heads is not None and heads != sorted(config.tasks):
         raise ArtifactError(f"{keras_path} has heads {heads} but {CONFIG_FILE} lists {sorted(config.tasks)}")
     return ModelArtifact(model=model, config=config, path=root)
+
+
+def _refuse_pickles(root: Path) -> None:
+    """Refuse an artifact folder holding a file in a format whose reading can run code."""
+    found = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.suffix.lower() in CODE_CARRYING_SUFFIXES)
+    if found:
+        raise ArtifactError(
+            f"{root} holds {found}: a fer-mtl model artifact holds no pickles or HDF5 models, and these are "
+            "not read; remove them, or re-create the artifact with `fer-mtl train`"
+        )

@@ -32,14 +32,14 @@ def copy_matching_weights(model: keras.Model, source: str | os.PathLike[str]) ->
     Returns:
         The names of the layers copied.
     """
-    import keras
+    from fer_model._keras_file import load_keras_model
 
     path = Path(source)
     if path.is_dir():
         path = path / "model.keras"
     if not path.is_file():
         raise ConfigError(f"initial weights {source} not found; pass a .keras file or a model artifact folder")
-    other = keras.saving.load_model(path, compile=False)
+    other = load_keras_model(path)  # checked and in safe mode: no code from the file runs
     by_name = {layer.name: layer for layer in other.layers}
     copied = []
     for layer in model.layers:

@@ -339,6 +339,7 @@ def submit(
             "pipeline parameter `tuning_storage` is required on a cluster: pass "
             "-p tuning_storage=postgresql://USER:${OPTUNA_DB_PASSWORD}@HOST:5432/DB (see README: Run on Kubeflow)"
         )
+    _refuse_inline_password(str(args["tuning_storage"]))
     credentials = credentials or KfpCredentials()
     probe_host(host, credentials=credentials)
     args = with_fingerprint(args)
@@ -366,3 +367,19 @@ def submit(
         raise PipelineError(f"submitting to {host} failed: {type(e).__name__}: {e}") from e
     logger.info("submitted run %s to %s", result.run_id, host)
     return str(result.run_id)
+
+
+#: A URL password that is a reference such as ${OPTUNA_DB_PASSWORD}, expanded in the pod from a Secret.
+_PASSWORD_REFERENCE = re.compile(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?")
+
+
+def _refuse_inline_password(storage: str) -> None:
+    """Refuse a `tuning_storage` URL that holds a literal password: run parameters are readable by
+    everyone who can see the run (the KFP UI, the API), so a password there is a leaked password."""
+    match = re.search(r"://[^:/@]+:([^@]*)@", storage)
+    if match and match.group(1) and not _PASSWORD_REFERENCE.fullmatch(match.group(1)):
+        raise ConfigError(
+            "pipeline parameter `tuning_storage` holds a literal password, which every viewer of the run "
+            "would see; write postgresql://USER:${OPTUNA_DB_PASSWORD}@HOST:5432/DB, the password coming "
+            "from the --tuning-secret Secret"
+        )

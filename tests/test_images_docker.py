@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -234,6 +235,35 @@ def test_predictor_readiness_and_metrics_answer(predictor: tuple[str, str]) -> N
     assert "# TYPE" in metrics.text  # Prometheus exposition format
 
 
+def _exec(docker: str, name: str, *command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([docker, "exec", name, *command], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("image", [CPU_IMAGE, PREDICTOR_IMAGE])
+def test_images_run_as_uid_10001_by_default(images: str, image: str) -> None:
+    # The image's own default, not only what the predictor fixture passes with --user.
+    user = subprocess.run([images, "image", "inspect", "-f", "{{.Config.User}}", image],
+                          capture_output=True, text=True, timeout=60)
+    assert user.stdout.strip() == "10001"
+
+
+def test_running_predictor_is_unprivileged_and_read_only(predictor: tuple[str, str], images: str) -> None:
+    """The container that served the tests above, run as the manifests run it: uid 10001, no capabilities,
+    no privilege escalation, nothing writable but /tmp."""
+    name, _ = predictor
+    assert _exec(images, name, "id", "-u").stdout.strip() == "10001"
+    status = dict(line.split(":\t", 1) for line in _exec(images, name, "cat", "/proc/1/status").stdout.splitlines()
+                  if ":\t" in line)
+    assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0
+    assert status["NoNewPrivs"].strip() == "1"
+    inspected = json.loads(subprocess.run([images, "inspect", name], capture_output=True, text=True,
+                                          timeout=60).stdout)[0]["HostConfig"]
+    assert inspected["ReadonlyRootfs"] is True and inspected["CapDrop"] == ["ALL"]
+    for path in ("/home/fer/probe", "/opt/venv/probe", "/mnt/models/probe"):
+        assert _exec(images, name, "touch", path).returncode != 0, f"{path} is writable"
+    assert _exec(images, name, "touch", "/tmp/probe").returncode == 0
+
+
 def test_predictor_stops_on_sigterm(predictor: tuple[str, str], images: str) -> None:
     """Runs last in this module: Kubernetes sends SIGTERM first; the server must exit well before
     the grace period (30 s) ends in a SIGKILL."""
@@ -243,6 +273,113 @@ def test_predictor_stops_on_sigterm(predictor: tuple[str, str], images: str) -> 
         subprocess.run([images, "wait", name], capture_output=True, timeout=15)
     except subprocess.TimeoutExpired:
         pytest.fail("the predictor container still ran 15 s after SIGTERM")
+
+
+# --- no credentials in any layer ------------------------------------------------------------------
+
+#: Files that hold credentials by their name alone.
+_CREDENTIAL_NAMES = (".git-credentials", ".netrc", ".pypirc", ".docker/config.json", ".kube/config", "id_rsa",
+                     "id_ed25519", "application_default_credentials.json")
+#: Build-time places that must leave nothing in a layer: BuildKit's secret mounts and pip's cache mount.
+_BUILD_ONLY = ("run/secrets/", "root/.cache/pip/")
+#: Debian's CA store in the base image is the same public file as this machine's bundle, not a leak.
+_SYSTEM_CA_STORE = "etc/ssl/certs/ca-certificates.crt"
+
+
+def _ca_bundle() -> Path | None:
+    """The CA bundle images/build.sh passes as the `ca_bundle` build secret on this machine."""
+    named = os.environ.get("CA_BUNDLE") or os.environ.get("PIP_CERT")
+    if not named:
+        done = subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.cert"],
+                              capture_output=True, text=True, timeout=60)
+        named = done.stdout.strip() if done.returncode == 0 else ""
+    return Path(named) if named and Path(named).is_file() else None
+
+
+def _layer_findings(docker: str, image: str, bundle: Path | None) -> tuple[list[str], int]:
+    """(credential-like files in any layer of `image`, even ones a later layer deletes; layers read)."""
+    import hashlib
+
+    bundle_sha = hashlib.sha256(bundle.read_bytes()).hexdigest() if bundle else None
+    bundle_size = bundle.stat().st_size if bundle else -1
+    findings: list[str] = []
+    layers = 0
+    save = subprocess.Popen([docker, "save", image], stdout=subprocess.PIPE)
+    assert save.stdout is not None
+    with tarfile.open(fileobj=save.stdout, mode="r|") as outer:
+        for blob in outer:
+            if not blob.isfile() or not (blob.name.endswith("layer.tar") or "blobs/" in blob.name):
+                continue
+            found = _scan_layer(outer.extractfile(blob), bundle_sha, bundle_size)
+            if found is not None:  # None: a config or manifest blob, not a layer
+                layers += 1
+                findings += found
+    assert save.wait(timeout=600) == 0
+    return findings, layers
+
+
+def _scan_layer(fileobj: Any, bundle_sha: str | None, bundle_size: int) -> list[str] | None:
+    """The findings in one layer tar (possibly compressed); None when `fileobj` is not a tar."""
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r|*") as layer:
+            return [f for member in layer for f in _member_findings(layer, member, bundle_sha, bundle_size)]
+    except tarfile.ReadError:
+        return None
+
+
+def _member_findings(layer: Any, member: Any, bundle_sha: str | None, bundle_size: int) -> list[str]:
+    import hashlib
+
+    name = member.name.lstrip("./")
+    base = os.path.basename(name).removeprefix(".wh.")
+    if name.startswith(_BUILD_ONLY) or any(name.endswith(c) for c in _CREDENTIAL_NAMES) or base in _CREDENTIAL_NAMES:
+        return [name]
+    if not member.isfile():
+        return []
+    if (member.size == bundle_size and name != _SYSTEM_CA_STORE
+            and hashlib.sha256(layer.extractfile(member).read()).hexdigest() == bundle_sha):
+        return [f"{name} (the build's CA bundle)"]
+    if name.endswith(".json") and member.size < 65536:
+        data = layer.extractfile(member).read()
+        if b'"private_key"' in data and b"service_account" in data:
+            return [f"{name} (a service-account key)"]
+    return []
+
+
+def test_the_layer_scan_finds_planted_credentials(tmp_path: Path) -> None:
+    # The scan itself, on a layer built here: each planted file is found, an ordinary one is not.
+    import hashlib
+
+    bundle = b"-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----\n"
+    planted = {"home/fer/.git-credentials": b"https://u:p@example.com", "run/secrets/ca_bundle": bundle,
+               "opt/venv/certs/copy.pem": bundle, "srv/key.json": b'{"type": "service_account", "private_key": "k"}',
+               "root/.cache/pip/http/x": b"cached", "opt/venv/lib/ok.py": b"print(1)"}
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w:gz") as tar:
+        for name, data in planted.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    layer.seek(0)
+    found = _scan_layer(layer, hashlib.sha256(bundle).hexdigest(), len(bundle))
+    assert found == ["home/fer/.git-credentials", "run/secrets/ca_bundle",
+                     "opt/venv/certs/copy.pem (the build's CA bundle)", "srv/key.json (a service-account key)",
+                     "root/.cache/pip/http/x"]
+    assert _scan_layer(io.BytesIO(b'{"config": "not a tar"}'), None, -1) is None
+
+
+@pytest.mark.parametrize("image", [CPU_IMAGE, PREDICTOR_IMAGE])
+def test_no_layer_holds_credentials_or_the_build_secret(images: str, image: str) -> None:
+    findings, layers = _layer_findings(images, image, _ca_bundle())
+    assert layers >= 5, "docker save held no readable layers: the scan saw nothing"
+    assert findings == []
+    env = subprocess.run([images, "image", "inspect", "-f", "{{json .Config.Env}}", image],
+                         capture_output=True, text=True, timeout=60).stdout
+    assert not [v for v in json.loads(env) if any(w in v.split("=")[0] for w in ("TOKEN", "PASSWORD", "SECRET",
+                                                                                    "CREDENTIAL", "CERT"))]
+    history = subprocess.run([images, "history", "--no-trunc", "--format", "{{.CreatedBy}}", image],
+                             capture_output=True, text=True, timeout=60).stdout
+    assert "BEGIN CERTIFICATE" not in history  # a secret passed as a build argument would show here
 
 
 # --- the pipeline, every task in its image ---------------------------------------------------------

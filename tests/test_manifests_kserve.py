@@ -92,7 +92,7 @@ def test_deploy_rbac_is_valid_and_least_privilege() -> None:
         {
             "apiGroups": ["serving.kserve.io"],
             "resources": ["inferenceservices"],
-            "verbs": ["get", "list", "watch", "create", "patch"],
+            "verbs": ["get", "create", "patch"],
         }
     ]
     role_ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}

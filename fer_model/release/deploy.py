@@ -43,6 +43,19 @@ API_VERSION = f"{GROUP}/{VERSION}"
 MODEL_MOUNT = "/mnt/models"
 #: KServe recognises the predictor container by this name.
 CONTAINER_NAME = "kserve-container"
+#: Least privilege for the predictor: the image's unprivileged user (images/predictor/Dockerfile),
+#: a read-only root filesystem, no capabilities, no privilege escalation, the runtime's seccomp profile.
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "runAsGroup": 10001,
+    "readOnlyRootFilesystem": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+#: The emptyDir mounted at /tmp, the only writable path (TensorFlow, Keras and kserve temp files).
+TMP_SIZE_LIMIT = "256Mi"
 SERVING_PORT = 8080
 
 # KServe derives Knative and DNS names from the service name: a DNS-1035 label, with room for suffixes.
@@ -210,11 +223,15 @@ def build_inferenceservice(config: DeployConfig) -> dict[str, Any]:
         "ports": [{"containerPort": SERVING_PORT, "protocol": "TCP"}],
         **probes(config.name),
         "resources": config.resources.to_k8s(),
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     predictor: dict[str, Any] = {
         "minReplicas": config.min_replicas,
         "maxReplicas": config.max_replicas,
         "containers": [container],
+        # The server's only scratch space: the root filesystem is read-only.
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}}],
     }
     if config.service_account_name:
         predictor["serviceAccountName"] = config.service_account_name
