@@ -22,7 +22,7 @@ import logging
 import math
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -32,7 +32,7 @@ import numpy as np
 
 from fer_model._settings import Settings, check_bool, is_number
 from fer_model.errors import ConfigError, DataError, FerError
-from fer_model.face_detector import BlazeFaceDetector, Detection
+from fer_model.face_detector import DETECTORS, BlazeFaceDetector, Detection, DetectorName
 from fer_model.images import DEFAULT_MAX_PIXELS, decode_image, to_gray
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,6 @@ _EYE_BAND = (0.1, 0.65)
 _EYE_SCALE_FACTOR = 1.05
 # A pair steeper than this is not two eyes (an eye and an eyebrow, a nostril...).
 _MAX_PAIR_TILT = 35.0
-_DETECTORS = {"blazeface": "BlazeFace (MediaPipe)", "haar": "OpenCV Haar cascade"}
 _BLAZEFACE_MODELS = {"short": "short range", "full": "full range", "auto": "short, then full if none",
                      "both": "short and full, merged"}
 # Two detections (Haar-like boxes) overlapping more than this are one face ("both" models).
@@ -98,7 +97,7 @@ class AlignConfig(Settings):
             a tight forehead-to-chin crop like FER2013's). Face-crop inputs are used whole.
     """
 
-    detector: Literal["blazeface", "haar"] = "blazeface"
+    detector: DetectorName = "blazeface"
     blazeface_model: Literal["short", "full", "auto", "both"] = "auto"
     size: int = 50
     max_angle: float = 10.0
@@ -114,7 +113,7 @@ class AlignConfig(Settings):
     crop_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        _check_choice("detector", self.detector, _DETECTORS)
+        _check_choice("detector", self.detector, DETECTORS)
         _check_choice("blazeface_model", self.blazeface_model, _BLAZEFACE_MODELS)
         _check_range("size", self.size, 8, 1024)
         _check_range("max_angle", self.max_angle, 0, 45)
@@ -137,7 +136,7 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
         raise ConfigError(f"`{name}` must be in [{low}, {high}], got {value!r}")
 
 
-def _check_choice(name: str, value: str, choices: dict[str, str]) -> None:
+def _check_choice(name: str, value: str, choices: Collection[str]) -> None:
     if not isinstance(value, str) or value not in choices:
         raise ConfigError(f"`{name}` must be one of {sorted(choices)}, got {value!r}")
 

@@ -12,6 +12,7 @@ non-maximum suppression, and map boxes and keypoints back through the letterbox.
 are the two eye centres; the others (nose, mouth, ears) are not used.
 
 `tf.lite.Interpreter` is not thread-safe: each thread gets its own interpreter, built on first use.
+Importing this module is light (numpy only): the CLI reads `DETECTORS` for its flag choices.
 """
 
 from __future__ import annotations
@@ -20,18 +21,21 @@ import importlib.metadata
 import logging
 import math
 import threading
+import typing
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 
 from fer_model.errors import ConfigError, DataError, FerError
 
 logger = logging.getLogger(__name__)
 
+#: Face detectors `AlignConfig.detector` accepts: BlazeFace (this module) or OpenCV's Haar cascade.
+DetectorName = Literal["blazeface", "haar"]
+DETECTORS: tuple[str, ...] = typing.get_args(DetectorName)
 BlazeFaceModel = Literal["short", "full"]
 Box = tuple[int, int, int, int]
 Point = tuple[float, float]
@@ -128,6 +132,8 @@ def _letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, float, 
 
     Returns (tensor, scale, pad_x, pad_y): input pixel = (model pixel - pad) / scale.
     """
+    import cv2  # local: keeps the module light for the CLI
+
     code = _rgb_code(image)
     h, w = image.shape[:2]
     scale = size / max(h, w)
@@ -285,6 +291,7 @@ def _int_box(x0: float, y0: float, x1: float, y1: float) -> Box:
 
 def _rgb_code(image: np.ndarray) -> int:
     """The cv2.cvtColor code that turns this uint8 gray/BGR/BGRA image into RGB (gray repeated)."""
+    import cv2
     if not isinstance(image, np.ndarray):
         raise DataError(f"image must be a numpy array, got {type(image).__name__}")
     if image.dtype != np.uint8:
