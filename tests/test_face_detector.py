@@ -219,3 +219,22 @@ def test_mirror_pass_makes_eyes_mirror_symmetric(astronaut: np.ndarray, detector
     one_pass = BlazeFaceDetector(flip_eyes=False)
     (a,), (b,) = one_pass.detect(astronaut), one_pass.detect(mirrored)
     assert np.abs(mirrored_back(b) - np.array(a.eyes)).max() > 0.1
+
+
+def test_predictor_and_cli_take_the_detector_choice(tiny_model_dir, astronaut: np.ndarray, tmp_path) -> None:
+    from fer_cli import main
+    from fer_model.predict import Predictor
+
+    faces = {}
+    for name in ("blazeface", "haar"):
+        predictor = Predictor(tiny_model_dir, detector=name)
+        assert predictor.align_config.detector == name
+        ((faces[name],),) = predictor.predict([astronaut])
+    # Either detector boxes her face the same way (BlazeFace boxes are mapped onto Haar's geometry).
+    assert _iou(faces["blazeface"].box, faces["haar"].box) >= 0.7
+    with pytest.raises(ConfigError, match="`detector` must be one of"):
+        Predictor(tiny_model_dir, detector="yunet")
+    path = tmp_path / "astronaut.png"
+    cv2.imwrite(str(path), astronaut)
+    with pytest.raises(SystemExit):  # argparse refuses a detector it does not know
+        main(["predict", str(path), "--model", str(tiny_model_dir), "--detector", "yunet"])
