@@ -10,7 +10,10 @@ Measures, against a server started here (one worker, gRPC off):
 The model: `--model DIR`, else the paper's architecture at `--width` with untrained weights written
 to a temporary artifact (weights do not change the cost). Detection dominates either way.
 
-Run: .venv/bin/python benchmarks/bench_serving.py [--model DIR] [--requests 60] [--seconds 20]
+`--detector haar|blazeface` serves (and runs the baseline) with that face detector instead of the
+model's own setting.
+
+Run: .venv/bin/python benchmarks/bench_serving.py [--model DIR] [--detector D] [--requests 60] [--seconds 20]
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ import cv2
 import numpy as np
 import requests
 from skimage import data
+
+from fer_model.face_detector import DETECTORS
 
 
 def _astronaut_640x480_jpeg() -> bytes:
@@ -75,9 +80,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(model_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
+def _start(model_dir: Path, log: Path, detector: str | None) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     cmd = [str(Path(sys.executable).with_name("fer-mtl")), "serve", "--model", str(model_dir), "--port", str(port)]
+    if detector:
+        cmd += ["--detector", detector]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     with log.open("wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -121,6 +128,8 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default: 8)")
     parser.add_argument("--concurrent-requests", type=int, default=240, help="cap on concurrent requests")
     parser.add_argument("--seconds", type=float, default=20.0, help="cap on the concurrent phase, seconds")
+    parser.add_argument("--detector", choices=DETECTORS, default=None,
+                        help="face detector (default: the model's alignment setting)")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args()
 
@@ -128,7 +137,7 @@ def main() -> int:
     body = json.dumps({"instances": [{"b64": base64.b64encode(jpeg).decode()}]})
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         model_dir = args.model or _untrained_artifact(Path(tmp) / "model", width=args.width)
-        process, url = _start(model_dir, Path(tmp) / "server.log")
+        process, url = _start(model_dir, Path(tmp) / "server.log", args.detector)
         try:
             endpoint = f"{url}/v1/models/fer-mtl:predict"
             session = requests.Session()
@@ -139,7 +148,7 @@ def main() -> int:
             # requests, so load from other processes on the machine affects both the same way.
             from fer_model.predict import Predictor
 
-            predictor = Predictor(model_dir)
+            predictor = Predictor(model_dir, detector=args.detector)
             predictor.predict([jpeg])
             sequential, direct = [], []
             for _ in range(args.requests):
@@ -192,6 +201,7 @@ def main() -> int:
     results = {
         "image": "astronaut 640x480 JPEG, one face",
         "model": str(args.model) if args.model else f"untrained, width {args.width}",
+        "detector": predictor.align_config.detector,
         "cpus": os.cpu_count(),
         "sequential": {
             "requests": len(sequential),

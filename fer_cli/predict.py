@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from fer_model.errors import ConfigError, DataError
+from fer_model.face_detector import DETECTORS
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
     parser.add_argument("--model", default=None, help="model artifact folder (default: the shipped pretrained model)")
     parser.add_argument("--max-faces", type=int, default=None, help="at most this many faces per image, largest first")
+    parser.add_argument(
+        "--detector", default=None, choices=DETECTORS,
+        help="face detector (default: the model's alignment setting; blazeface when it names none)",
+    )
     parser.add_argument("--flip-average", action="store_true",
                         help="answer with the mean of each face and its mirror image (test-time augmentation)")
     parser.add_argument(
@@ -63,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(f"image {path}: {e}") from e
     from fer_model.predict import Predictor
 
-    predictor = Predictor(args.model, flip_average=args.flip_average)
+    predictor = Predictor(args.model, flip_average=args.flip_average, detector=args.detector)
     results = predictor.predict(arrays, max_faces_per_image=args.max_faces)
     out = [
         {"image": path, "faces": [f.to_dict() for f in faces]}

@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from fer_model.errors import ConfigError
+from fer_model.face_detector import DETECTORS
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-faces", type=int, default=16, help="most faces kept per image (default: 16)")
     parser.add_argument(
+        "--detector", default=None, choices=DETECTORS,
+        help="face detector (default: the model's alignment setting; blazeface when it names none)",
+    )
+    parser.add_argument(
         "--page", action=argparse.BooleanOptionalAction, default=True,
         help="serve the try-it web page at GET / (default: on; the InferenceService passes --no-page)",
     )
@@ -71,5 +76,6 @@ def run(args: argparse.Namespace) -> int:
         grpc_port=args.grpc_port,
         limits=limits,
         page=args.page,
+        detector=args.detector,
     )
     return 0

@@ -1,12 +1,19 @@
-"""Face alignment: Haar face and eye detection, eye levelling (capped), square crop, size x size gray.
+"""Face alignment: face and eye detection, eye levelling (capped), square crop, size x size gray.
+
+Faces are found by BlazeFace (`fer_model.face_detector`, its eye keypoints level the face) or by
+OpenCV's Haar cascades (a second cascade finds the eyes); `AlignConfig.detector` chooses. Face crops
+(`align_crop`) skip face detection and find their eyes with the Haar eye cascade either way, so
+datasets prepared from crops do not depend on the detector.
 
 Angles follow OpenCV: degrees, positive = counter-clockwise as the image is displayed. The eye line
 tilt of a face is measured from the image-left eye to the image-right eye; the face is levelled by
 rotating it by minus that tilt, clipped to [-max_angle, max_angle] as in the paper, so a wrong eye
 pair can never turn a face far. `AlignResult.angle` is the rotation actually applied.
 
-Full images are detected on a downscaled copy (longest side `detect_max_side`): Haar detection at
+Haar detects full images on a downscaled copy (longest side `detect_max_side`): Haar detection at
 full resolution is the serving bottleneck, and faces large enough to classify survive the downscale.
+BlazeFace boxes are mapped onto the Haar box geometry (`_HAAR_LIKE`), so a face is cropped the same
+way whichever detector found it, and a model trained on one detector's crops serves with the other.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import logging
 import math
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -25,6 +32,7 @@ import numpy as np
 
 from fer_model._settings import Settings, check_bool, is_number
 from fer_model.errors import ConfigError, DataError, FerError
+from fer_model.face_detector import DETECTORS, BlazeFaceDetector, Detection, DetectorName
 from fer_model.images import DEFAULT_MAX_PIXELS, decode_image, to_gray
 
 logger = logging.getLogger(__name__)
@@ -43,6 +51,16 @@ _EYE_BAND = (0.1, 0.65)
 _EYE_SCALE_FACTOR = 1.05
 # A pair steeper than this is not two eyes (an eye and an eyebrow, a nostril...).
 _MAX_PAIR_TILT = 35.0
+_BLAZEFACE_MODELS = {"short": "short range", "full": "full range", "auto": "short, then full if none",
+                     "both": "short and full, merged"}
+# Two detections (Haar-like boxes) overlapping more than this are one face ("both" models).
+_SAME_FACE_IOU = 0.3
+# BlazeFace box -> the Haar box of the same face: (side scale, centre shift down in box sides).
+# Medians over 748 (short) and 742 (full) UTKFace faces, pasted at 160 and 240 px into a 640x480
+# frame, that both detectors found alone; interquartile ranges 0.12 in scale and 0.05 in shift, the
+# spread of Haar boxes themselves. benchmarks/bench_detection.py re-measures them (at 200 px:
+# 1.103 / -0.132 short, 1.052 / -0.065 full).
+_HAAR_LIKE = {"short": (1.106, -0.129), "full": (1.054, -0.054)}
 
 
 @dataclass(frozen=True)
@@ -55,16 +73,24 @@ class AlignConfig(Settings):
     still find a 78 px face in an 896 px wide photo (a 320 px copy with step 1.2 misses it).
 
     Attributes:
+        detector: "blazeface" (MediaPipe BlazeFace, its eye keypoints level the face; 8x faster
+            than Haar on a 640x480 image, and finds a face in 99% of UTKFace and 90% of FER2013
+            crops where Haar finds 29% and 33%: benchmarks/bench_detection.py) or "haar".
+        blazeface_model: "short" (faces from ~1/8 of the frame up, fastest), "full" (smaller faces,
+            misses faces that fill the frame), "auto" (short, then full when short finds none: the
+            speed of short for one face, the range of full for a lone small one) or "both" (both
+            models, merged: small faces next to large ones, as in group photos; ~3x the cost).
         size: Side of the square gray output, pixels.
         max_angle: Largest rotation applied to level the eyes, degrees (the paper uses 10).
         eye_alignment: Level the eyes; False only crops and resizes (for on/off comparisons).
-        face_cascade: OpenCV frontal face cascade: "alt2" (fewer false faces than "default" on
+        face_cascade: Haar detector: OpenCV frontal face cascade: "alt2" (fewer false faces than "default" on
             the astronaut test photo at the same speed) or "default".
         eye_cascade: "eye" or "eyeglasses" (haarcascade_eye_tree_eyeglasses, slower).
-        min_face_size: Smallest face to detect in a full image, pixels of the original image.
+        min_face_size: Smallest face to detect in a full image, pixels of the original image
+            (for BlazeFace, of its Haar-like box).
         scale_factor: Haar pyramid step for face detection (> 1; larger is faster, coarser).
-        min_neighbors: Overlapping detections a face needs (higher: fewer false faces).
-        detect_max_side: Full images are downscaled to this longest side for face detection;
+        min_neighbors: Haar: overlapping detections a face needs (higher: fewer false faces).
+        detect_max_side: Haar: full images are downscaled to this longest side for face detection;
             0 detects at full resolution.
         eye_search_width: The face box is resized to this width before eye detection, so eye
             sizes are the same whatever the input resolution (48 px FER2013 or a 300 px box).
@@ -73,6 +99,8 @@ class AlignConfig(Settings):
             a tight forehead-to-chin crop like FER2013's). Face-crop inputs are used whole.
     """
 
+    detector: DetectorName = "blazeface"
+    blazeface_model: Literal["short", "full", "auto", "both"] = "auto"
     size: int = 50
     max_angle: float = 10.0
     eye_alignment: bool = True
@@ -87,6 +115,8 @@ class AlignConfig(Settings):
     crop_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        _check_choice("detector", self.detector, DETECTORS)
+        _check_choice("blazeface_model", self.blazeface_model, _BLAZEFACE_MODELS)
         _check_range("size", self.size, 8, 1024)
         _check_range("max_angle", self.max_angle, 0, 45)
         check_bool("eye_alignment", self.eye_alignment)
@@ -108,8 +138,8 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
         raise ConfigError(f"`{name}` must be in [{low}, {high}], got {value!r}")
 
 
-def _check_choice(name: str, value: str, choices: dict[str, str]) -> None:
-    if value not in choices:
+def _check_choice(name: str, value: str, choices: Collection[str]) -> None:
+    if not isinstance(value, str) or value not in choices:
         raise ConfigError(f"`{name}` must be one of {sorted(choices)}, got {value!r}")
 
 
@@ -166,12 +196,22 @@ def _load_cascade(filename: str) -> cv2.CascadeClassifier:
 
 
 class FaceAligner:
-    """Detects, levels and crops faces; build one per process (it holds two loaded cascades)."""
+    """Detects, levels and crops faces; build one per process (it holds loaded cascades and models).
+
+    Safe to call from several threads with the BlazeFace detector (one interpreter per thread);
+    OpenCV's cascades are thread-safe for detection.
+    """
 
     def __init__(self, config: AlignConfig | None = None) -> None:
         self.config = config or AlignConfig()
         self._faces = _load_cascade(_FACE_CASCADES[self.config.face_cascade])
         self._eyes = _load_cascade(_EYE_CASCADES[self.config.eye_cascade])
+        # The interpreters load on first use: aligning face crops never needs them.
+        self._blazeface: list[tuple[str, BlazeFaceDetector]] = []
+        if self.config.detector == "blazeface":
+            model = self.config.blazeface_model
+            names = ("short", "full") if model in ("auto", "both") else (model,)
+            self._blazeface = [(name, BlazeFaceDetector(model=name)) for name in names]
 
     def align_crop(self, image: np.ndarray) -> AlignResult:
         """Align an image that is already a face crop: no face detection, eyes still levelled.
@@ -186,15 +226,15 @@ class FaceAligner:
 
     def detect_faces(self, image: np.ndarray) -> list[Box]:
         """Face boxes (x, y, w, h) in input coordinates, largest first."""
-        return self._detect(to_gray(image))
+        return [box for box, _ in self._detect(image, to_gray(image))]
 
     def detect_and_align(self, image: np.ndarray, *, max_faces: int | None = None) -> list[AlignResult]:
         """Every face of a full image, aligned, largest first; empty when there is none."""
         if max_faces is not None and max_faces < 1:
             raise ConfigError(f"`max_faces` must be >= 1 or None, got {max_faces}")
         gray = to_gray(image)
-        boxes = self._detect(gray)[:max_faces]
-        return [self._align(gray, box, crop_box=self._crop_box(box)) for box in boxes]
+        faces = self._detect(image, gray)[:max_faces]
+        return [self._align(gray, box, crop_box=self._crop_box(box), eyes=eyes) for box, eyes in faces]
 
     def find_eyes(self, gray: np.ndarray, box: Box) -> tuple[Point, Point] | None:
         """The most plausible (image-left, image-right) eye centres inside a face box, or None."""
@@ -227,7 +267,22 @@ class FaceAligner:
         ]
         return _best_pair(candidates, box)
 
-    def _detect(self, gray: np.ndarray) -> list[Box]:
+    def _detect(self, image: np.ndarray, gray: np.ndarray) -> list[tuple[Box, tuple[Point, Point] | None]]:
+        """(box, eyes or None) per face, largest first, from the configured detector."""
+        if not self._blazeface:
+            return [(box, None) for box in self._detect_haar(gray)]
+        found: list[tuple[Box, tuple[Point, Point]]] = []
+        for name, detector in self._blazeface:
+            if found and self.config.blazeface_model == "auto":
+                break  # the full-range model runs only when the short-range one found nothing
+            for detection in detector.detect(image):
+                box, eyes = _haar_like(detection, name)
+                # A face both models found keeps the short-range box (it runs first).
+                if box[2] >= self.config.min_face_size and all(_iou(box, b) <= _SAME_FACE_IOU for b, _ in found):
+                    found.append((box, eyes))
+        return sorted(found, key=lambda f: (-f[0][2] * f[0][3], f[0][1], f[0][0]))
+
+    def _detect_haar(self, gray: np.ndarray) -> list[Box]:
         cfg = self.config
         h, w = gray.shape
         scale = min(1.0, cfg.detect_max_side / max(h, w)) if cfg.detect_max_side else 1.0
@@ -251,14 +306,36 @@ class FaceAligner:
         side = round(max(w, h) * self.config.crop_scale)
         return (round(x + w / 2 - side / 2), round(y + h / 2 - side / 2), side, side)
 
-    def _align(self, gray: np.ndarray, box: Box, *, crop_box: Box) -> AlignResult:
+    def _align(self, gray: np.ndarray, box: Box, *, crop_box: Box, eyes: tuple[Point, Point] | None = None
+               ) -> AlignResult:
+        """Level and crop one face; `eyes` from the detector, else the Haar eye cascade looks for them."""
         cfg = self.config
-        eyes = self.find_eyes(gray, box) if cfg.eye_alignment else None
+        if not cfg.eye_alignment:
+            eyes = None
+        elif eyes is None:
+            eyes = self.find_eyes(gray, box)
         angle = levelling_angle(eye_tilt(*eyes), cfg.max_angle) if eyes else 0.0
         face = _rotate_crop(gray, crop_box, angle=angle, size=cfg.size)
         return AlignResult(
             face=face, box=box, face_found=True, eyes_found=eyes is not None, angle=angle, error=None, eyes=eyes
         )
+
+
+def _haar_like(detection: Detection, model: str) -> tuple[Box, tuple[Point, Point]]:
+    """A BlazeFace detection as (the Haar-like box of its face, its eyes)."""
+    scale, shift = _HAAR_LIKE[model]
+    x, y, w, h = detection.box
+    side = max(w, h) * scale
+    cx, cy = x + w / 2, y + h / 2 + shift * max(w, h)
+    box = (int(round(cx - side / 2)), int(round(cy - side / 2)), int(round(side)), int(round(side)))
+    return box, detection.eyes
+
+
+def _iou(a: Box, b: Box) -> float:
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / max(1, a[2] * a[3] + b[2] * b[3] - inter)
 
 
 def _best_pair(candidates: list[tuple[float, float, float]], box: Box) -> tuple[Point, Point] | None:

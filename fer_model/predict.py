@@ -109,10 +109,14 @@ class Predictor:
         max_pixels: Largest encoded image (width x height) `predict` decodes.
         flip_average: Average each face's probabilities with its mirror image's (test-time
             augmentation; twice the model work per face).
+        detector: Face detector, "blazeface" or "haar"; None uses the model's config.json
+            `alignment.detector` (BlazeFace when it names none). Either crops faces the same way.
     """
 
     def __init__(self, model_dir: str | os.PathLike[str] | None = None, *, max_pixels: int | None = None,
-                 flip_average: bool = False) -> None:
+                 flip_average: bool = False, detector: str | None = None) -> None:
+        import dataclasses
+
         from fer_model.alignment import AlignConfig, FaceAligner
         from fer_model.images import DEFAULT_MAX_PIXELS
         from fer_model.model_artifact import load_model_artifact
@@ -126,13 +130,16 @@ class Predictor:
             align_config = AlignConfig.from_dict(dict(config.alignment))
         except (ConfigError, TypeError) as e:
             raise ArtifactError(f"{path}/{CONFIG_FILE} has unusable `alignment` settings: {e}") from e
+        if detector is not None:
+            align_config = dataclasses.replace(align_config, detector=detector)  # validated: ConfigError
         if align_config.size != self.input_size:
             raise ArtifactError(f"{path}/{CONFIG_FILE} aligns to {align_config.size}px but the model takes "
                                 f"{self.input_size}px faces")
         self.max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
         self.flip_average = bool(flip_average)
+        self.align_config = align_config
         self._aligner = FaceAligner(align_config)
-        logger.info("loaded model %s (tasks %s)", path, ", ".join(self.tasks))
+        logger.info("loaded model %s (tasks %s, %s detector)", path, ", ".join(self.tasks), align_config.detector)
 
     @property
     def model_dir(self) -> Path:

@@ -86,6 +86,7 @@ class FerModel(kserve.Model):
         name: Model name in request paths (`/v1/models/NAME:predict`, `/v2/models/NAME/infer`).
         model_dir: The model artifact folder (in a pod: /mnt/models, filled by KServe's storage initializer).
         limits: Request limits.
+        detector: Face detector ("blazeface" or "haar"); None follows the model's config.json.
         app_settings: When set, unpickling this model (in a kserve worker process) extends that
             process's app with them; `serve()` sets it.
     """
@@ -96,11 +97,13 @@ class FerModel(kserve.Model):
         name: str,
         model_dir: str | os.PathLike[str],
         limits: RequestLimits,
+        detector: str | None = None,
         app_settings: AppSettings | None = None,
     ) -> None:
         super().__init__(name)
         self.model_dir = Path(model_dir)
         self.limits = limits
+        self.detector = detector
         self.app_settings = app_settings
         self._predictor: Any = None
         # One inference thread: the Predictor (OpenCV cascades, a Keras model) is used by one
@@ -113,7 +116,7 @@ class FerModel(kserve.Model):
 
         from fer_model.predict import Predictor
 
-        self._predictor = Predictor(self.model_dir, max_pixels=self.limits.max_pixels)
+        self._predictor = Predictor(self.model_dir, max_pixels=self.limits.max_pixels, detector=self.detector)
         size = self._predictor.input_size
         self._predictor.predict_aligned(np.zeros((1, size, size), dtype=np.uint8))
         self._predictor.predict([np.zeros((size * 2, size * 2), dtype=np.uint8)])
@@ -298,6 +301,7 @@ def serve(
     grpc_port: int | None = None,
     limits: RequestLimits | None = None,
     page: bool = True,
+    detector: str | None = None,
 ) -> None:
     """Load the model and serve it until SIGTERM / SIGINT.
 
@@ -311,6 +315,7 @@ def serve(
         limits: Request limits (RequestLimits() when None).
         page: Serve the try-it page at `GET /` (off in the InferenceService: a page on a production
             predictor is a choice, not a default).
+        detector: Face detector ("blazeface" or "haar"); None follows the model's config.json.
 
     Raises:
         ConfigError: a bad port, worker count or name.
@@ -327,7 +332,7 @@ def serve(
     if not name or "/" in name or ":" in name:
         raise ConfigError(f"`name` must be a non-empty model name without '/' or ':', got {name!r}")
     settings = AppSettings(max_body_bytes=limits.max_body_bytes, page=page)
-    model = FerModel(name=name, model_dir=model_dir, limits=limits, app_settings=settings)
+    model = FerModel(name=name, model_dir=model_dir, limits=limits, detector=detector, app_settings=settings)
     model.load()
     extend_app(kserve.model_server.app, settings=settings, models=[model])
     _bind_rest_server_to(host)
