@@ -311,7 +311,7 @@ def serve(
     limits: RequestLimits | None = None,
     page: bool = True,
 ) -> None:
-    """Load the model and serve it until SIGTERM / SIGINT.
+    """Load the model and serve it until SIGTERM / SIGINT, which answer the requests already admitted, then return.
 
     Args:
         model_dir: The model artifact folder.
