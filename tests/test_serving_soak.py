@@ -440,11 +440,18 @@ def test_admission_limit_refuses_only_predictions_beyond_the_limit() -> None:
 
 
 def test_max_pending_requests_is_validated_and_a_flag(capsys: pytest.CaptureFixture[str]) -> None:
-    from fer_cli import main
+    from fer_cli import build_parser, main
     from fer_model.errors import ConfigError
-    from fer_model.serving.limits import RequestLimits
+    from fer_model.serving.limits import MIB, RequestLimits
 
-    assert RequestLimits().max_pending_requests == 32
+    defaults = RequestLimits()
+    assert defaults.max_pending_requests == 32
+    # Every limit flag defaults to the dataclass's value, so the CLI and the library cannot disagree.
+    args = build_parser().parse_args(["serve"])
+    assert (args.max_images, args.max_pixels, args.max_faces_per_image, args.max_pending_requests) == (
+        defaults.max_images, defaults.max_pixels, defaults.max_faces_per_image, defaults.max_pending_requests
+    )
+    assert args.max_body_mb * MIB == defaults.max_body_bytes
     with pytest.raises(ConfigError, match="`max_pending_requests` must be an integer >= 1, got 0"):
         RequestLimits(max_pending_requests=0)
     # The flag reaches RequestLimits, whose check fails before any model is loaded.
