@@ -3,7 +3,7 @@
 Real `fer-mtl serve` processes of the tiny model on 127.0.0.1, spoken to by 16 client threads.
 Every distinct request of the mix is answered once, sequentially, before the load: that reference
 answer is what every answer under load must equal. Latencies and refusal times are printed (run
-with `-s` to see them) and recorded in docs/RELIABILITY.md; they are never asserted.
+with `-s` to see them) and recorded in docs/serving.md (Load and shutdown); they are never asserted.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def aligned_faces(sample_dataset_dir: Path) -> np.ndarray:
 
 def _mix(photos: dict[str, bytes], faces: np.ndarray) -> list[tuple[Call, int]]:
     """(call, weight): mostly pre-aligned faces, which skip detection, so 5,000 fit in the time."""
-    calls = [
+    return [
         (Call("v1 aligned x1", *_v1(faces=faces[:1])), 40),
         (Call("v1 aligned x4", *_v1(faces=faces[1:5])), 20),
         (Call("v2 aligned x3", *_v2("aligned-3", faces=faces[5:8, ..., None])), 35),
@@ -131,7 +131,6 @@ def _mix(photos: dict[str, bytes], faces: np.ndarray) -> list[tuple[Call, int]]:
         (Call("v2 photos, two faces and none", *_v2("photos", [photos["two_faces"], photos["no_face"]])), 1),
         (Call("v1 photo, no face", *_v1([photos["no_face"]])), 1),
     ]
-    return calls
 
 
 def _post(session: Any, server: Server, call: Call, *, timeout: float = 120) -> Any:
