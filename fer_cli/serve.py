@@ -5,10 +5,23 @@ from __future__ import annotations
 import argparse
 import logging
 
+from fer_cli._flags import add_settings_flags, settings_from
+from fer_model._settings import field_default
 from fer_model.errors import ConfigError
 from fer_model.face_detector import DETECTORS
+from fer_model.serving.limits import MIB, RequestLimits
 
 logger = logging.getLogger(__name__)
+
+#: RequestLimits fields whose flag is `--field-name`, typed and defaulted from the dataclass.
+_LIMIT_FLAGS = {
+    "max_images": "most images per request",
+    "max_pixels": "largest image, width x height",
+    "max_pending_requests": (
+        "most prediction requests admitted at once (computing or waiting for the inference thread); "
+        "more get 503 with Retry-After"
+    ),
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,12 +46,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--workers", type=int, default=1, help="HTTP worker processes, each with its own model copy (default: 1)"
     )
     parser.add_argument("--grpc-port", type=int, default=None, help="also serve gRPC on this port (default: off)")
-    parser.add_argument("--max-body-mb", type=float, default=10.0, help="largest request body, MiB (default: 10)")
-    parser.add_argument("--max-images", type=int, default=16, help="most images per request (default: 16)")
+    # Two limits keep their shorter spellings (and the body a friendlier unit) from before the
+    # flags were derived; their defaults still come from RequestLimits.
     parser.add_argument(
-        "--max-pixels", type=int, default=16_000_000, help="largest image, width x height (default: 16000000)"
+        "--max-body-mb", type=float, default=field_default(RequestLimits, "max_body_bytes") / MIB,
+        help="largest request body, MiB (default: %(default)s)",
     )
-    parser.add_argument("--max-faces", type=int, default=16, help="most faces kept per image (default: 16)")
+    add_settings_flags(parser, RequestLimits, _LIMIT_FLAGS)
+    parser.add_argument(
+        "--max-faces", dest="max_faces_per_image", metavar="MAX_FACES", type=int,
+        default=field_default(RequestLimits, "max_faces_per_image"),
+        help="most faces kept per image (default: %(default)s)",
+    )
     parser.add_argument(
         "--detector", default=None, choices=DETECTORS,
         help="face detector (default: the model's alignment setting; blazeface when it names none)",
@@ -54,13 +73,10 @@ def run(args: argparse.Namespace) -> int:
     """Validate the flags, then load the model and serve until interrupted."""
     if args.max_body_mb <= 0:
         raise ConfigError(f"--max-body-mb must be > 0, got {args.max_body_mb}")
-    from fer_model.serving.limits import MIB, RequestLimits
-
     limits = RequestLimits(
         max_body_bytes=int(args.max_body_mb * MIB),
-        max_images=args.max_images,
-        max_pixels=args.max_pixels,
-        max_faces_per_image=args.max_faces,
+        max_faces_per_image=args.max_faces_per_image,
+        **settings_from(args, _LIMIT_FLAGS),
     )
     from fer_model.predict import resolve_model_dir
 

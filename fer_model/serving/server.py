@@ -10,12 +10,14 @@ Open Inference Protocol inputs and outputs (protocol.v2_metadata).
 
 Serving uses kserve's public API: `ModelServer(...).start([model])`, and our additions go on the
 FastAPI app kserve serves (`kserve.model_server.app`) before it starts: a body over the size limit
-is 413 before it is read (limits.BodyLimitMiddleware); a V2 binary-extension body is refused with
-the workaround (kserve 0.21 decodes its BYTES as UTF-8, so raw images cannot pass); bad input is a
-one-line 400 (`{"error": ...}`); FastAPI's multi-line 422 for malformed V2 JSON becomes the same
-one-line 400; the try-it page is at `GET /` when asked for. With `--workers N` kserve's worker
-processes receive the model by pickling: unpickling puts the same additions on the worker's app,
-and the worker loads the model at its ASGI start-up.
+is 413 before it is read (limits.BodyLimitMiddleware); a prediction request beyond
+`max_pending_requests` admitted at once is 503 with Retry-After (limits.AdmissionLimitMiddleware);
+a V2 binary-extension body is refused with the workaround (kserve 0.21 decodes its BYTES as
+UTF-8, so raw images cannot pass); bad input is a one-line 400 (`{"error": ...}`); FastAPI's
+multi-line 422 for malformed V2 JSON becomes the same one-line 400; the try-it page is at `GET /`
+when asked for. With `--workers N` kserve's worker processes receive the model by pickling:
+unpickling puts the same additions on the worker's app, and the worker loads the model at its
+ASGI start-up.
 
 Networking: gRPC starts only when a gRPC port is passed. kserve's REST server always binds 0.0.0.0;
 `_bind_rest_server_to` is the one non-public hook, so a local server listens on 127.0.0.1 only.
@@ -44,7 +46,7 @@ from kserve.errors import InvalidInput as KServeInvalidInput  # noqa: E402
 from prometheus_client import Counter  # noqa: E402
 
 from fer_model.errors import ConfigError, DataError, InvalidInput  # noqa: E402
-from fer_model.serving.limits import BodyLimitMiddleware, RequestLimits  # noqa: E402
+from fer_model.serving.limits import AdmissionLimitMiddleware, BodyLimitMiddleware, RequestLimits  # noqa: E402
 from fer_model.serving.protocol import (  # noqa: E402
     ParsedRequest,
     parse_v1,
@@ -63,6 +65,9 @@ TESTED_KSERVE = ">=0.21,<0.22"
 IMAGES = Counter("fer_images_total", "Images (or aligned faces) received in valid requests", ["model_name"])
 FACES = Counter("fer_faces_total", "Faces classified", ["model_name"])
 REJECTED = Counter("fer_rejected_requests_total", "Requests refused with a 4xx", ["reason"])
+OVERLOADED = Counter(
+    "fer_overloaded_requests_total", "Prediction requests refused with 503: max_pending_requests already admitted"
+)
 
 BINARY_UNSUPPORTED = "binary BYTES inputs are not supported for images; send them base64-encoded in JSON"
 
@@ -76,6 +81,7 @@ class AppSettings:
     """What we add to kserve's app; travels with the model into worker processes."""
 
     max_body_bytes: int
+    max_pending_requests: int
     page: bool
 
 
@@ -267,6 +273,12 @@ def extend_app(app: Any, *, settings: AppSettings, models: list[FerModel]) -> No
         max_body_bytes=settings.max_body_bytes,
         on_reject=lambda reason: REJECTED.labels(reason=reason).inc(),
     )
+    # Outermost: an overloaded server refuses before reading or checking anything.
+    app.add_middleware(
+        AdmissionLimitMiddleware,
+        max_pending_requests=settings.max_pending_requests,
+        on_reject=lambda _reason: OVERLOADED.inc(),
+    )
     _add_routes(app, page=settings.page)
 
 
@@ -303,7 +315,7 @@ def serve(
     page: bool = True,
     detector: str | None = None,
 ) -> None:
-    """Load the model and serve it until SIGTERM / SIGINT.
+    """Load the model and serve it until SIGTERM / SIGINT, which answer the requests already admitted, then return.
 
     Args:
         model_dir: The model artifact folder.
@@ -331,7 +343,9 @@ def serve(
         raise ConfigError(f"`workers` must be >= 1, got {workers}")
     if not name or "/" in name or ":" in name:
         raise ConfigError(f"`name` must be a non-empty model name without '/' or ':', got {name!r}")
-    settings = AppSettings(max_body_bytes=limits.max_body_bytes, page=page)
+    settings = AppSettings(
+        max_body_bytes=limits.max_body_bytes, max_pending_requests=limits.max_pending_requests, page=page
+    )
     model = FerModel(name=name, model_dir=model_dir, limits=limits, detector=detector, app_settings=settings)
     model.load()
     extend_app(kserve.model_server.app, settings=settings, models=[model])
