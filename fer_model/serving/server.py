@@ -42,6 +42,7 @@ from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 from kserve.errors import InvalidInput as KServeInvalidInput  # noqa: E402
 from prometheus_client import Counter  # noqa: E402
+from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
 from fer_model.errors import ConfigError, DataError, InvalidInput  # noqa: E402
 from fer_model.serving.limits import BodyLimitMiddleware, RequestLimits  # noqa: E402
@@ -195,6 +196,16 @@ async def _validation_error(_request: Any, exc: RequestValidationError) -> JSONR
     return _reject("request does not match the V2 inference request schema: " + "; ".join(problems))
 
 
+async def _http_error(_request: Any, exc: StarletteHTTPException) -> JSONResponse:
+    """FastAPI's own 4xx (`{"detail": ...}`, e.g. a JSON body nested too deeply to parse) in our one-line shape."""
+    reason = str(exc.detail)
+    if reason == "There was an error parsing the body":  # FastAPI's words for any non-JSONDecodeError failure
+        reason = "body could not be parsed as JSON (malformed, or nested too deeply); send the documented shape"
+    response = _reject(reason, status=exc.status_code, label="http_error")
+    response.headers.update(exc.headers or {})
+    return response
+
+
 async def _request_refused(_request: Any, exc: RequestRefused) -> JSONResponse:
     """A client's mistake is worth one line at INFO, not kserve's traceback at ERROR."""
     return _reject(str(exc))
@@ -257,6 +268,7 @@ def extend_app(app: Any, *, settings: AppSettings, models: list[FerModel]) -> No
     app.state.fer_extended = True
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(RequestRefused, _request_refused)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(LoadAtStartup, models=models)
     app.add_middleware(RefuseBinaryExtension)
     app.add_middleware(
