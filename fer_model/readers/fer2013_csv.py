@@ -55,16 +55,33 @@ def _parse_row(row: dict[str | None, str | None]) -> tuple[np.ndarray, int, Spli
     return values.astype(np.uint8).reshape(SIZE, SIZE), FER_TO_EMOTION[code], USAGE_TO_SPLIT[usage]
 
 
-def _rows(reader: csv.DictReader) -> Iterator[dict[str | None, str | None] | str]:
-    """The reader's rows; a row the csv module cannot split (a field past its size limit, say)
-    comes as the reason instead, and reading goes on with the next line."""
+class _CountedLines:
+    """The file's lines, counted: the csv module's own `line_num` lags by one when a row fails."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self.lines = lines
+        self.count = 0
+
+    def __iter__(self) -> _CountedLines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self.lines)
+        self.count += 1
+        return line
+
+
+def _rows(reader: csv.DictReader, lines: _CountedLines) -> Iterator[tuple[str, dict[str | None, str | None] | str]]:
+    """("line N", row) per data row, N its last line; a row the csv module cannot split (a field past
+    its size limit, say) comes as the reason instead, and reading goes on with the next line."""
     while True:
         try:
-            yield next(reader)
+            row: dict[str | None, str | None] | str = next(reader)
         except StopIteration:
             return
         except csv.Error as e:
-            yield f"not a CSV row: {e}"
+            row = f"not a CSV row: {e}"
+        yield f"line {lines.count}", row
 
 
 def read_fer2013_csv(
@@ -89,7 +106,8 @@ def read_fer2013_csv(
     # utf-8-sig: a spreadsheet's BOM is not part of the first column's name. errors="replace": a row
     # with bytes that are not UTF-8 fails its own checks and is rejected by line, not the whole file.
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
-        reader = csv.DictReader(f)
+        lines = _CountedLines(iter(f))
+        reader = csv.DictReader(lines)
         try:
             header = reader.fieldnames
         except csv.Error as e:
@@ -101,8 +119,7 @@ def read_fer2013_csv(
             raise DataError(
                 f"FER2013 CSV {path} header {header} lacks column(s) {lacking}; expected `emotion,pixels,Usage`"
             )
-        for row in _rows(reader):
-            key = f"line {reader.line_num}"
+        for key, row in _rows(reader, lines):
             parsed = _parse_row(row) if isinstance(row, dict) else row
             if isinstance(parsed, str):
                 yield Reject(source, key, parsed)
