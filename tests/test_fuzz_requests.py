@@ -12,6 +12,7 @@ pretrained model) in process, fewer examples. The promise checked: a valid answe
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import math
@@ -320,7 +321,9 @@ def client() -> Iterator[Any]:
     from fer_model.predict import resolve_model_dir
     from fer_model.serving.server import AppSettings, FerModel, extend_app
 
-    settings = AppSettings(max_body_bytes=LIMITS.max_body_bytes, page=False)
+    # The app settings mirror the request limits of the same name (max_body_bytes, ...).
+    limits = {f.name: getattr(LIMITS, f.name) for f in dataclasses.fields(AppSettings) if hasattr(LIMITS, f.name)}
+    settings = AppSettings(**limits, page=False)
     model = FerModel(name=NAME, model_dir=resolve_model_dir(None), limits=LIMITS, app_settings=settings)
     model.load()
     repository = ModelRepository()
@@ -339,8 +342,9 @@ def client() -> Iterator[Any]:
         kserve.model_server.app = original
 
 
-def _post(client: Any, path: str, body: bytes, content_type: str) -> Any:
+def _post(client: Any, path: str, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> Any:
     headers = {"content-type": content_type} if content_type else {}
+    headers.update(extra or {})
     return bounded(lambda: client.post(path, content=body, headers=headers), what=f"POST {path}")
 
 
@@ -375,11 +379,25 @@ HTTP_BODIES = st.one_of(
 )
 
 
+CLOUDEVENT = {"ce-specversion": "1.0", "ce-source": "fuzz", "ce-type": "t", "ce-id": "1"}
+#: Headers that change how kserve reads a body: a binary CloudEvent, the V2 binary extension.
+HEADERS = st.one_of(
+    st.just({}),
+    st.fixed_dictionaries({
+        "ce-specversion": st.sampled_from(["1.0", "0.3", "9", ""]),
+        "ce-source": st.just("fuzz"), "ce-type": st.just("t"), "ce-id": st.text("abc123", max_size=4),
+    }),
+    st.fixed_dictionaries({"inference-header-content-length": st.sampled_from(["0", "12", "-1", "x", "99999999999"])}),
+)
+
+
 @fuzz_settings(max_examples=250)
-@given(request=HTTP_BODIES)
-def test_http_requests_are_answered_or_refused_with_a_reason(client: Any, request: tuple[str, bytes, str]) -> None:
+@given(request=HTTP_BODIES, headers=HEADERS)
+def test_http_requests_are_answered_or_refused_with_a_reason(
+    client: Any, request: tuple[str, bytes, str], headers: dict[str, str]
+) -> None:
     path, body, content_type = request
-    _check_answer(_post(client, path, body, content_type), path=path)
+    _check_answer(_post(client, path, body, content_type, headers), path=path)
 
 
 @pytest.mark.parametrize(
@@ -394,6 +412,19 @@ def test_http_refusals_found_by_fuzzing(client: Any, path: str, body: bytes, rea
     response = _post(client, path, body, "application/json")
     assert response.status_code == 400, response.text
     assert reason in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (b"", CLOUDEVENT),
+        (_json({"instances": [[[0] * SIZE] * SIZE]}), {**CLOUDEVENT, "ce-contenttype": "application/json"}),
+    ],
+)
+def test_http_binary_cloudevents_are_refused_not_a_500(client: Any, body: bytes, headers: dict[str, str]) -> None:
+    response = _post(client, V1, body, "application/json", headers)
+    assert response.status_code == 400, response.text
+    assert "CloudEvents (ce-* headers) are not supported" in response.json()["error"]
 
 
 def test_http_thin_strip_image_is_an_answer_without_faces(client: Any) -> None:

@@ -218,22 +218,29 @@ def _reject(reason: str, *, status: int = 400, label: str = "invalid_input") -> 
 
 
 _BINARY_HEADER = b"inference-header-content-length"
+_CLOUDEVENT_HEADER = b"ce-specversion"
+CLOUDEVENTS_UNSUPPORTED = "binary CloudEvents (ce-* headers) are not supported; send the JSON body without them"
 
 
 class RefuseBinaryExtension:
-    """A V2 binary-extension body (`Inference-Header-Content-Length`) is a 400 naming the workaround.
+    """A V2 binary-extension body (`Inference-Header-Content-Length`) or a binary CloudEvent (`ce-*`
+    headers) is a 400 naming the workaround.
 
-    kserve 0.21 decodes binary BYTES inputs as UTF-8 and answers raw image bytes with a 500; the
-    header says what the body is before anything is read.
+    kserve 0.21 decodes binary BYTES inputs as UTF-8 and answers raw image bytes with a 500, and
+    answers a binary CloudEvent with an empty body or a `ce-contenttype` with a 500 (fuzzing found
+    both); the headers say what the body is before anything is read.
     """
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        binary = scope["type"] == "http" and any(k.lower() == _BINARY_HEADER for k, _ in scope["headers"])
-        if binary:
+        names = {k.lower() for k, _ in scope["headers"]} if scope["type"] == "http" else set()
+        if _BINARY_HEADER in names:
             await _reject(BINARY_UNSUPPORTED, label="binary_extension")(scope, receive, send)
+            return
+        if _CLOUDEVENT_HEADER in names:
+            await _reject(CLOUDEVENTS_UNSUPPORTED, label="cloudevent")(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
