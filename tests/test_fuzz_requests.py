@@ -263,7 +263,7 @@ def test_v1_faces_of_mixed_shapes_are_refused_naming_the_instance() -> None:
         ([-1, SIZE, SIZE], [0] * 2 * SIZE * SIZE, "negative dimension"),
         ([1, SIZE, SIZE], [1.5] * SIZE * SIZE, "integer pixels 0..255, got float64"),
         ([1, SIZE, SIZE], [True] * SIZE * SIZE, "integer pixels 0..255, got bool"),
-        ([1, SIZE, SIZE], [0] * (SIZE * SIZE - 1), "holds 2499 values but shape"),
+        ([1, SIZE, SIZE], [0] * (SIZE * SIZE - 1), "does not match shape .*holds 2499 values, the shape needs 2500"),
     ],
 )
 def test_v2_faces_that_are_not_what_they_claim_are_refused(shape: list[int], data: list[Any], match: str) -> None:

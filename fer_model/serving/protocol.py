@@ -189,7 +189,10 @@ def _v2_pixels(tensor: Any, *, shape: list[int], where: str) -> np.ndarray:
     except (ValueError, TypeError) as e:
         raise InvalidInput(f"{where}: data is not a rectangular array of pixels: {e}") from None
     if values.size != math.prod(shape):
-        raise InvalidInput(f"{where}: data holds {values.size} values but shape {shape} needs {math.prod(shape)}")
+        raise InvalidInput(
+            f"{where}: data does not match shape {shape}: it holds {values.size} values, "
+            f"the shape needs {math.prod(shape)}"
+        )
     return values.reshape(shape)
 
 
