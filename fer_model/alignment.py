@@ -289,7 +289,8 @@ class FaceAligner:
         small = (
             gray
             if scale == 1.0
-            else cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+            # max(1, ...): a 1x2000 strip would otherwise shrink to 0 px, which cv2.resize refuses
+            else cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         )
         min_side = max(1, round(cfg.min_face_size * scale))
         found = self._faces.detectMultiScale(

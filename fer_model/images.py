@@ -21,6 +21,11 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 40_000_000
 
+# The formats decoded; anything else is refused before a parser for it runs. Pillow would otherwise
+# try every plugin it has on untrusted bytes (EPS even hands the file to Ghostscript). JPEG's opener
+# also opens the phone JPEGs Pillow calls MPO.
+FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+
 # Modes that carry one gray channel (alpha, where present, is dropped).
 _GRAY_MODES = frozenset({"1", "L", "LA", "La"})
 # High bit depth single-channel modes, scaled down to 8 bits.
@@ -28,7 +33,7 @@ _WIDE_GRAY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 
 
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode an encoded image (JPEG, PNG, BMP, WebP, ...) to a uint8 array.
+    """Decode an encoded image (one of `FORMATS`: JPEG, PNG, WebP, BMP, GIF, TIFF) to a uint8 array.
 
     Args:
         data: The encoded file content.
@@ -54,9 +59,12 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         # PIL warns above its own bomb limit; our max_pixels check below is the one that counts.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError as e:
-        raise DataError(f"not a recognised image format ({len(data)} bytes starting {data[:8]!r})") from e
+        raise DataError(
+            f"not a recognised image format ({len(data)} bytes starting {data[:8]!r}); "
+            f"send one of {', '.join(FORMATS)}"
+        ) from e
     except Image.DecompressionBombError as e:
         raise DataError(f"image has too many pixels (more than max_pixels={max_pixels:,}): {e}") from e
     except (OSError, SyntaxError, ValueError) as e:

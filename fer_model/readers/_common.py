@@ -33,6 +33,12 @@ _EMOTION_ALIASES: dict[str, str] = {
 }
 
 
+def shown(text: str, *, limit: int = 60) -> str:
+    """`repr(text)`, cut to about `limit` characters: a reject reason quotes the bad value, and a
+    hostile value must not make the manifest huge."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text):,} characters)"
+
+
 def check_split_mode(split_mode: str) -> None:
     if split_mode not in SPLIT_MODES:
         raise ConfigError(f"`split_mode` must be one of {SPLIT_MODES}, got {split_mode!r}")
@@ -86,13 +92,44 @@ def require_dir(path: Path, *, kind: str) -> None:
 
 
 def iter_files(root: Path) -> Iterator[Path]:
-    """Every non-hidden file under `root`, recursively, in sorted (reproducible) order."""
+    """Every non-hidden entry under `root` but its real folders, recursively, in sorted (reproducible)
+    order: files, and also links and special files, so that a reader rejects those (`read_inside`)
+    rather than dropping them unseen. Links to folders are listed, not followed."""
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
         if any(part.startswith(".") for part in rel.parts):
             continue  # .DS_Store, .ipynb_checkpoints and the like are not inputs
-        if path.is_file():
+        if path.is_symlink() or not path.is_dir():
             yield path
+
+
+def refuse_path(root: Path, file: Path) -> str | None:
+    """Why `file` cannot be an input of the source folder `root`, or None when it can.
+
+    A link may point anywhere on the machine: it is followed only when its target lies inside
+    `root` too, so that a source folder never makes a reader read outside it.
+    """
+    try:
+        target = file.resolve(strict=True)
+        inside = target.is_relative_to(root.resolve(strict=True))
+    except (OSError, RuntimeError) as e:  # a broken link, a link loop
+        return f"cannot be resolved ({type(e).__name__}: {e.strerror if isinstance(e, OSError) else e}); remove it"
+    if not inside:
+        return "a link pointing outside the source folder; copy the file into the folder instead"
+    if not target.is_file():
+        return "not a regular file (a folder link, a device or a pipe); remove it"
+    return None
+
+
+def read_inside(root: Path, file: Path) -> bytes | str:
+    """The content of `file`, or the reason it is refused (see `refuse_path`, or an I/O error)."""
+    reason = refuse_path(root, file)
+    if reason:
+        return reason
+    try:
+        return file.read_bytes()
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e}); check its permissions"
 
 
 def is_image_name(path: Path) -> bool:

@@ -17,6 +17,7 @@ from fer_model.readers._common import (
     hash_split,
     is_image_name,
     iter_files,
+    read_inside,
     require_dir,
 )
 from fer_model.records import SPLITS, Record, Reject, Split
@@ -68,7 +69,11 @@ def read_emotion_folders(
             yield Reject(source, key, reason)
             continue
         split = apply_split_mode(folder_split, key, seed=seed, split_mode=split_mode) if split_folders else folder_split
-        yield Record(source, key, file.read_bytes(), {"emotion": emotion}, split, is_face_crop=is_face_crop)
+        data = read_inside(root, file)
+        if isinstance(data, str):
+            yield Reject(source, key, data)
+            continue
+        yield Record(source, key, data, {"emotion": emotion}, split, is_face_crop=is_face_crop)
 
 
 def read_folder(

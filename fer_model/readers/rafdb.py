@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_model.errors import DataError
-from fer_model.readers._common import check_split_mode
+from fer_model.readers._common import check_split_mode, read_inside, refuse_path, shown
 from fer_model.records import Record, Reject, Split
 from fer_model.tasks import AGE, EMOTION, GENDER, RACE
 
@@ -57,15 +57,17 @@ def find_root(path: Path) -> Path:
 def _parse_label_line(line_no: int, text: str) -> _Entry | str:
     fields = text.split()
     if len(fields) != 2:
-        return f"expected `<file name> <label>`, got {text.strip()!r}"
+        return f"expected `<file name> <label>`, got {shown(text.strip())}"
     name, label_text = fields
+    if any(c in name for c in "/\\\0"):  # the name becomes part of a path: no way out of the image folder
+        return f"file name {shown(name)} must be a plain file name, without '/', '\\' or NUL"
     prefix = name.split("_", 1)[0]
     if prefix not in ("train", "test") or "_" not in name:
-        return f"file name {name!r} does not start with train_ or test_"
+        return f"file name {shown(name)} does not start with train_ or test_"
     try:
         label = int(label_text)
     except ValueError:
-        return f"label {label_text!r} is not an integer"
+        return f"label {shown(label_text)} is not an integer"
     if not 1 <= label <= EMOTION.num_classes:
         return f"unknown label {label}; expected 1..{EMOTION.num_classes}"
     return _Entry(line_no, name, label - 1, prefix)
@@ -83,17 +85,28 @@ def parse_annotation(text: str) -> dict[str, int] | str:
                 raise ValueError
             [float(p) for p in parts]
         except ValueError:
-            return f"landmark line {i} {line!r} is not `x<TAB>y`"
+            return f"landmark line {i} {shown(line)} is not `x<TAB>y`"
     labels: dict[str, int] = {}
     for task, line in zip((GENDER, RACE, AGE), lines[5:8], strict=True):
         try:
             value = int(line)
         except ValueError:
-            return f"{task.name} {line!r} is not an integer"
+            return f"{task.name} {shown(line)} is not an integer"
         if not 0 <= value < task.num_classes:
             return f"{task.name} code {value} outside 0..{task.num_classes - 1}"
         labels[task.name] = value
     return labels
+
+
+def _read_annotation(root: Path, entry: _Entry) -> dict[str, int] | str:
+    """{gender, race, age} of an entry, or why they are unknown (file missing, refused or malformed)."""
+    annotation = root / ANNOTATION_DIR / f"{entry.stem}_manu_attri.txt"
+    if not annotation.exists() and not annotation.is_symlink():
+        return "annotation file missing"
+    content = read_inside(root, annotation)
+    if isinstance(content, str):
+        return f"annotation file {content}"
+    return parse_annotation(content.decode("utf-8", errors="replace"))
 
 
 def stratified_validation(entries: Sequence[tuple[str, int]], *, fraction: float, seed: int) -> set[str]:
@@ -141,6 +154,8 @@ def read_rafdb(
     """
     check_split_mode(split_mode)
     root = find_root(path)
+    if why := refuse_path(root, root / LABEL_FILE):
+        raise DataError(f"RAF-DB label file {root / LABEL_FILE}: {why}")
     lines = (root / LABEL_FILE).read_text(encoding="utf-8", errors="replace").splitlines()
 
     # First pass: parse every line, so the validation split can be drawn per emotion class
@@ -155,8 +170,10 @@ def read_rafdb(
             seen[entry.name] += 1
             if seen[entry.name] > 1:
                 entry = f"duplicate entry for {entry.name}"
-            elif not (root / IMAGE_DIR / f"{entry.stem}_aligned.jpg").is_file():
+            elif not (root / IMAGE_DIR / f"{entry.stem}_aligned.jpg").exists():
                 entry = f"image {IMAGE_DIR / f'{entry.stem}_aligned.jpg'} is missing"
+            elif why := refuse_path(root, root / IMAGE_DIR / f"{entry.stem}_aligned.jpg"):
+                entry = f"image {IMAGE_DIR / f'{entry.stem}_aligned.jpg'}: {why}"
         parsed.append((line_no, entry))
     splits = _assign_splits([e for _, e in parsed if isinstance(e, _Entry)], seed=seed, split_mode=split_mode)
 
@@ -166,17 +183,15 @@ def read_rafdb(
             yield Reject(source, f"{LABEL_FILE.name} line {line_no}", entry)
             continue
         labels: dict[str, int] = {"emotion": entry.emotion}
-        annotation = root / ANNOTATION_DIR / f"{entry.stem}_manu_attri.txt"
-        attributes = (
-            parse_annotation(annotation.read_text(encoding="utf-8", errors="replace"))
-            if annotation.is_file()
-            else "annotation file missing"
-        )
+        image = read_inside(root, root / IMAGE_DIR / f"{entry.stem}_aligned.jpg")
+        if isinstance(image, str):
+            yield Reject(source, f"{LABEL_FILE.name} line {line_no}", f"image {entry.stem}_aligned.jpg: {image}")
+            continue
+        attributes = _read_annotation(root, entry)
         if isinstance(attributes, str):
             unlabelled.append(f"{entry.name} ({attributes})")
         else:
             labels.update(attributes)
-        image = (root / IMAGE_DIR / f"{entry.stem}_aligned.jpg").read_bytes()
         yield Record(source, entry.name, image, labels, splits[entry.name], is_face_crop=True)
 
     if unlabelled:

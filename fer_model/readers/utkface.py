@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from fer_model.readers._common import hash_split, iter_files, require_dir
+from fer_model.readers._common import hash_split, iter_files, read_inside, require_dir
 from fer_model.records import Record, Reject
 from fer_model.tasks import MISSING, RACE, age_to_bin
 
@@ -40,7 +40,7 @@ def parse_name(name: str) -> dict[str, int] | str:
     fields = name[: match.start()].split("_")
     if len(fields) != 4:
         return f"{len(fields)} underscore-separated fields, expected 4: <age>_<gender>_<race>_<datetime>"
-    if not all(f.isdigit() for f in fields):
+    if not all(f.isascii() and f.isdigit() for f in fields):  # isdigit alone takes "²", which int() refuses
         return f"non-numeric field in {fields}; expected <age>_<gender>_<race>_<datetime> digits"
     age, gender, race = (int(f) for f in fields[:3])
     if age > MAX_AGE:
@@ -71,9 +71,13 @@ def read_utkface(
         if isinstance(labels, str):
             yield Reject(source, key, labels)
             continue
+        data = read_inside(path, file)
+        if isinstance(data, str):
+            yield Reject(source, key, data)
+            continue
         if labels["race"] == MISSING:
             unlabelled_race[int(file.name.split("_")[2])] += 1
-        yield Record(source, key, file.read_bytes(), labels, hash_split(file.name, seed), is_face_crop=True)
+        yield Record(source, key, data, labels, hash_split(file.name, seed), is_face_crop=True)
     if unlabelled_race and notes is not None:
         notes.append(
             f"{sum(unlabelled_race.values())} record(s) with UTKFace race 3 (Indian) or 4 (Others) left unlabelled "

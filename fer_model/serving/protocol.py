@@ -19,6 +19,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -129,10 +130,11 @@ def parse_v1(payload: dict[str, Any] | bytes, *, limits: RequestLimits, size: in
             images.append(_b64(instance["b64"], where=f"instances[{n}].b64"))
         return ParsedRequest(protocol="v1", images=tuple(images))
     if all(isinstance(i, list) for i in instances):
-        faces = np.stack([_aligned(f, where=f"instances[{n}]", size=size) for n, f in enumerate(instances)])
-        if faces.ndim != 3:
-            raise InvalidInput(f"each instance must be one {size}x{size} face, got shape {faces.shape[1:]}")
-        return ParsedRequest(protocol="v1", faces=faces)
+        faces = [_aligned(f, where=f"instances[{n}]", size=size) for n, f in enumerate(instances)]
+        for n, face in enumerate(faces):
+            if face.ndim != 2:  # checked one by one: np.stack of mixed shapes would be a ValueError (a 500)
+                raise InvalidInput(f"instances[{n}] must be one {size}x{size} face, got shape {face.shape}")
+        return ParsedRequest(protocol="v1", faces=np.stack(faces))
     kinds = sorted({type(i).__name__ for i in instances})
     raise InvalidInput(
         f'each instance must be {{"b64": ...}} (an image) or a {size}x{size} list (an aligned face), '
@@ -149,6 +151,8 @@ def parse_v2(request: InferRequest, *, limits: RequestLimits, size: int) -> Pars
     (tensor,) = inputs
     where = f"input '{tensor.name}'"
     shape = [int(d) for d in (tensor.shape or [])]
+    if any(d < 0 for d in shape):
+        raise InvalidInput(f"{where}: shape {shape} has a negative dimension; a request states every dimension")
     request_id = request.id or str(uuid.uuid4())
     if tensor.datatype == "BYTES":
         if len(shape) != 1:
@@ -170,9 +174,26 @@ def parse_v2(request: InferRequest, *, limits: RequestLimits, size: int) -> Pars
         if len(shape) not in (3, 4):
             raise InvalidInput(f"{where}: UINT8 faces must have shape [N, {size}, {size}] or [N, {size}, {size}, 1]")
         _check_count(shape[0], limits=limits, what=where)
-        faces = _aligned(_as_numpy(tensor, where=where), where=where, size=size)
+        faces = _aligned(_v2_pixels(tensor, shape=shape, where=where), where=where, size=size)
         return ParsedRequest(protocol="v2", faces=faces, request_id=request_id, source=request)
     raise InvalidInput(f"{where} has datatype {tensor.datatype}; expected {V2_EXAMPLE.format(s=size)}")
+
+
+def _v2_pixels(tensor: Any, *, shape: list[int], where: str) -> np.ndarray:
+    """The UINT8 tensor's values as they were sent: kserve's `as_numpy` casts JSON data to uint8,
+    which would silently truncate 1.5 to 1 and take `true` for 1; `_aligned` refuses both."""
+    if tensor._raw_data is not None or not isinstance(tensor.data, list):
+        return _as_numpy(tensor, where=where)
+    try:
+        values = np.asarray(tensor.data)
+    except (ValueError, TypeError) as e:
+        raise InvalidInput(f"{where}: data is not a rectangular array of pixels: {e}") from None
+    if values.size != math.prod(shape):
+        raise InvalidInput(
+            f"{where}: data does not match shape {shape}: it holds {values.size} values, "
+            f"the shape needs {math.prod(shape)}"
+        )
+    return values.reshape(shape)
 
 
 def _as_numpy(tensor: Any, *, where: str) -> np.ndarray:

@@ -44,6 +44,7 @@ from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 from kserve.errors import InvalidInput as KServeInvalidInput  # noqa: E402
 from prometheus_client import Counter  # noqa: E402
+from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
 from fer_model.errors import ConfigError, DataError, InvalidInput  # noqa: E402
 from fer_model.serving.limits import AdmissionLimitMiddleware, BodyLimitMiddleware, RequestLimits  # noqa: E402
@@ -204,6 +205,16 @@ async def _validation_error(_request: Any, exc: RequestValidationError) -> JSONR
     return _reject("request does not match the V2 inference request schema: " + "; ".join(problems))
 
 
+async def _http_error(_request: Any, exc: StarletteHTTPException) -> JSONResponse:
+    """FastAPI's own 4xx (`{"detail": ...}`, e.g. a JSON body nested too deeply to parse) in our one-line shape."""
+    reason = str(exc.detail)
+    if reason == "There was an error parsing the body":  # FastAPI's words for any non-JSONDecodeError failure
+        reason = "body could not be parsed as JSON (malformed, or nested too deeply); send the documented shape"
+    response = _reject(reason, status=exc.status_code, label="http_error")
+    response.headers.update(exc.headers or {})
+    return response
+
+
 async def _request_refused(_request: Any, exc: RequestRefused) -> JSONResponse:
     """A client's mistake is worth one line at INFO, not kserve's traceback at ERROR."""
     return _reject(str(exc))
@@ -216,22 +227,29 @@ def _reject(reason: str, *, status: int = 400, label: str = "invalid_input") -> 
 
 
 _BINARY_HEADER = b"inference-header-content-length"
+_CLOUDEVENT_HEADER = b"ce-specversion"
+CLOUDEVENTS_UNSUPPORTED = "binary CloudEvents (ce-* headers) are not supported; send the JSON body without them"
 
 
 class RefuseBinaryExtension:
-    """A V2 binary-extension body (`Inference-Header-Content-Length`) is a 400 naming the workaround.
+    """A V2 binary-extension body (`Inference-Header-Content-Length`) or a binary CloudEvent (`ce-*`
+    headers) is a 400 naming the workaround.
 
-    kserve 0.21 decodes binary BYTES inputs as UTF-8 and answers raw image bytes with a 500; the
-    header says what the body is before anything is read.
+    kserve 0.21 decodes binary BYTES inputs as UTF-8 and answers raw image bytes with a 500, and
+    answers a binary CloudEvent with an empty body or a `ce-contenttype` with a 500 (fuzzing found
+    both); the headers say what the body is before anything is read.
     """
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        binary = scope["type"] == "http" and any(k.lower() == _BINARY_HEADER for k, _ in scope["headers"])
-        if binary:
+        names = {k.lower() for k, _ in scope["headers"]} if scope["type"] == "http" else set()
+        if _BINARY_HEADER in names:
             await _reject(BINARY_UNSUPPORTED, label="binary_extension")(scope, receive, send)
+            return
+        if _CLOUDEVENT_HEADER in names:
+            await _reject(CLOUDEVENTS_UNSUPPORTED, label="cloudevent")(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -266,6 +284,7 @@ def extend_app(app: Any, *, settings: AppSettings, models: list[FerModel]) -> No
     app.state.fer_extended = True
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(RequestRefused, _request_refused)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(LoadAtStartup, models=models)
     app.add_middleware(RefuseBinaryExtension)
     app.add_middleware(
