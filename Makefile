@@ -10,8 +10,9 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 LOCKS := requirements/test.lock requirements/serve.lock requirements/pipeline.lock requirements/gpu.lock
 
 # The dependencies from the hashed lock: pip refuses any file whose hash differs, and resolves
-# nothing (the few sdists among them, e.g. kfp, still build in pip's isolated environment). Then
-# fer-mtl itself, editable, built by the lock's setuptools; `pip check` proves the lock complete.
+# nothing (an sdist among them, such as kfp-server-api, still builds in pip's isolated
+# environment). Then fer-mtl itself, editable, built by the lock's setuptools; `pip check` proves
+# the lock complete.
 $(STAMP): pyproject.toml $(LOCKS)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --require-hashes --no-deps -r requirements/test.lock
