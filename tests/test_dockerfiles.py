@@ -12,6 +12,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = ("component", "train-gpu", "predictor")
+# The hashed lock each image installs from (requirements/*.lock; tests/test_lock.py checks them).
+LOCKS = {"component": "pipeline", "train-gpu": "gpu", "predictor": "serve"}
 HADOLINT = Path(sys.executable).with_name("hadolint")
 
 
@@ -76,7 +78,7 @@ def test_no_secrets_and_a_trimmed_context(image: str) -> None:
     assert ignore[[line.strip() for line in ignore].index("*")] == "*"
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
     installed = {"fer_model", "fer_cli", "components", "pipelines"}
-    assert allowed == {"requirements.lock", "pyproject.toml", *installed}
+    assert allowed == {f"requirements/{LOCKS[image]}.lock", "pyproject.toml", *installed}
 
 
 @pytest.mark.parametrize("image", IMAGES)
@@ -100,8 +102,11 @@ def test_predictor_entrypoint_is_fer_mtl_serve() -> None:
 
 
 def test_gpu_image_installs_cuda_tensorflow() -> None:
-    text = (REPO / "images" / "train-gpu" / "Dockerfile").read_text()
-    assert '"tensorflow[and-cuda]==2.20.0"' in text
+    instructions = _instructions(REPO / "images" / "train-gpu" / "Dockerfile")
+    assert ("COPY", "requirements/gpu.lock pyproject.toml ./") in instructions
+    assert any(word == "RUN" and "-r gpu.lock" in args for word, args in instructions)
+    # The GPU lock is the pipeline role plus TensorFlow's CUDA extra (`make lock`).
+    assert (REPO / "requirements" / "gpu.in").read_text().splitlines()[-1] == "tensorflow[and-cuda]"
 
 
 def test_make_images_fails_loudly_without_docker() -> None:
