@@ -44,8 +44,9 @@ lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check .
 
 .PHONY: bench
-bench: $(STAMP) ## Run the benchmarks under benchmarks/
-	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+bench: $(STAMP) ## Run the CPU benchmarks (--quick sizes, a few minutes) and print one table
+	for b in benchmarks/bench_*.py; do $(PY) $$b --quick || exit 1; done
+	$(PY) benchmarks/report.py --quick
 
 .PHONY: lock
 lock: ## Refresh requirements.lock from the current .venv
