@@ -12,11 +12,14 @@ Keras backend is installed (CPU too), to check the script before spending GPU ti
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
+# JAX where it is installed (the GPU machine); elsewhere Keras' default backend, so --smoke runs anywhere.
+if importlib.util.find_spec("jax") is not None:
+    os.environ.setdefault("KERAS_BACKEND", "jax")
 _ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(_ROOT / "benchmarks"), str(_ROOT)]
 
