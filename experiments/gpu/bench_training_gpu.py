@@ -1,0 +1,72 @@
+"""Training images/s of the paper's layers on one GPU (Keras on JAX): ours against the plain recipe.
+
+The same two recipes as `benchmarks/bench_training.py` (Keras `model.fit` on numpy arrays with the
+paper's callbacks, and `fer_model.training.fit`), each epoch validated, timed after a warm-up epoch,
+at batch 32 float32, 256 and 1024 mixed_bfloat16. Reference for these layers on one H200: about
+7,100 images/s at batch 32 fp32, 53,000 at 256 bf16, 70,000 at 1024 bf16.
+
+Run through `run_gpu_bench.sh` on the GPU machine; `--smoke` runs a tiny version with whatever
+Keras backend is installed (CPU too), to check the script before spending GPU time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+# JAX where it is installed (the GPU machine); elsewhere Keras' default backend, so --smoke runs anywhere.
+if importlib.util.find_spec("jax") is not None:
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+_ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(_ROOT / "benchmarks"), str(_ROOT)]
+
+import bench_training  # noqa: E402
+from _machine import Figure, Run  # noqa: E402
+
+#: (batch size, Keras dtype policy) of each measurement.
+SETTINGS = ((32, "float32"), (256, "mixed_bfloat16"), (1024, "mixed_bfloat16"))
+
+
+def _device() -> str:
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return ", ".join(sorted({d.device_kind for d in jax.devices()}))
+    return keras.backend.backend() + " (no JAX)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, width 0.25, batch 32 only: checks the "
+                        "script on any machine")
+    parser.add_argument("--steps", type=int, default=256, help="training steps per epoch (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run, the first untimed (default: 3)")
+    parser.add_argument("--width", type=float, default=1.0, help="width multiplier (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("gpu-results"), help="folder for training_gpu.json")
+    args = parser.parse_args()
+    settings = SETTINGS
+    if args.smoke:
+        args.steps, args.epochs, args.width, settings = 4, 2, 0.25, SETTINGS[:1]
+
+    run = Run("training_gpu_smoke" if args.smoke else "training_gpu", vars(args))
+    run.settings["device"] = _device()
+    print(f"device: {run.settings['device']}", flush=True)
+    for batch, policy in settings:
+        n = batch * args.steps
+        sizes = argparse.Namespace(width=args.width, n=n, n_val=max(batch, n // 8), epochs=args.epochs,
+                                   batch_size=batch)
+        dataset = bench_training.synthetic_dataset(sizes.n, sizes.n_val)
+        plain = bench_training.plain_recipe(dataset, args=sizes, policy=policy)[1:]
+        ours = bench_training.ours(dataset, args=sizes, policy=policy)[1:]
+        run.add(Figure(f"GPU training.fit w{args.width:g} b{batch} {policy}", bench_training.rate(ours, n),
+                       "images/s", baseline="Keras model.fit on numpy", baseline_value=bench_training.rate(plain, n)))
+    run.write(args.out)
+
+
+if __name__ == "__main__":
+    main()
