@@ -33,6 +33,8 @@ def arms(data: Path, runs: Path) -> dict[str, tuple[str, list[str], str]]:
     mixed, taught = str(data / "mixed"), str(runs / "taught")
     balanced = ["--dataset", mixed, *WEIGHTS, "--balanced-batches"]
     student = ["--dataset", taught, *WEIGHTS, "--balanced-batches", *DISTILL]
+    teachers = ["--teacher", f"emotion={runs / 'a_single_task'}",
+                *[x for t in ("gender", "race", "age") for x in ("--teacher", f"{t}={runs / 'teacher_agr'}")]]
     return {
         "a_single_task": ("single-task emotion (FER2013 faces only)",
                           ["train", "--dataset", str(data / "fer"), "--tasks", "emotion"], mixed),
@@ -43,11 +45,16 @@ def arms(data: Path, runs: Path) -> dict[str, tuple[str, list[str], str]]:
                          ["train", "--dataset", mixed, *WEIGHTS], mixed),
         "c_balanced": ("(b) + balanced batches", ["train", *balanced], mixed),
         "teach": ("teachers label the training faces: emotion <- (a), gender/race/age <- teacher_agr",
-                  ["teach", "--dataset", mixed, "--out", taught, *TEACH,
-                   "--teacher", f"emotion={runs / 'a_single_task'}",
-                   *[x for t in ("gender", "race", "age") for x in ("--teacher", f"{t}={runs / 'teacher_agr'}")]], ""),
+                  ["teach", "--dataset", mixed, "--out", taught, *TEACH, *teachers], ""),
         "d_teachers": ("(c) + teacher soft labels (distillation)", ["train", *student], mixed),
         "e_cosine": ("(d) + cosine decay to 0 (Adam)", ["train", *student, "--schedule", "cosine"], mixed),
+        # The 6-epoch emotion teacher is rarely sure of a UTKFace face: no threshold keeps all its targets.
+        "teach_t0": ("teach without a confidence threshold",
+                     ["teach", "--dataset", mixed, "--out", str(runs / "taught_t0"), "--threshold", "0",
+                      *teachers], ""),
+        "d_teachers_t0": ("(c) + teacher soft labels, no threshold",
+                          ["train", "--dataset", str(runs / "taught_t0"), *WEIGHTS, "--balanced-batches", *DISTILL],
+                          mixed),
         "e_sgd_cosine": ("(d) + SGD-Nesterov lr 0.01 + cosine decay to 0",
                          ["train", *student, "--schedule", "cosine", "--optimizer", "sgd"], mixed),
     }
@@ -115,7 +122,8 @@ def main() -> None:
             for f in ("config.json", "history.json"):
                 shutil.copy(args.runs / name / f, dest / f)
         else:
-            shutil.copy(args.runs / "taught" / "manifest.json", dest / "taught_manifest.json")
+            taught = argv[argv.index("--out") + 1]
+            shutil.copy(Path(taught) / "manifest.json", dest / "taught_manifest.json")
         (dest / "result.json").write_text(json.dumps(row, indent=2) + "\n")
         print(f"{name}: {row['wall_seconds']} s", flush=True)
 

@@ -11,6 +11,19 @@ from pathlib import Path
 from typing import Any
 
 TASKS = ("emotion", "gender", "race", "age")
+# Table order and labels; arms not listed go last under their folder name.
+LABELS = {
+    "a_single_task": "(a) single-task emotion",
+    "a_single_task_seed1": "(a) single-task emotion, seed 1",
+    "b_multi_task": "(b) multi-task as today",
+    "c_balanced": "(c) + balanced batches",
+    "c_balanced_9epochs": "(c) + balanced batches, 9 epochs (= (b)'s steps)",
+    "d_teachers": "(d) (c) + teachers (threshold 0.5)",
+    "d_teachers_seed1": "(d) (c) + teachers (threshold 0.5), seed 1",
+    "d_teachers_t0": "(d) (c) + teachers, no threshold",
+    "e_cosine": "(e) (d) + cosine decay to 0",
+    "teacher_agr": "teacher: gender/race/age, UTKFace faces only",
+}
 
 
 def infant_share(metrics: dict[str, Any]) -> float | None:
@@ -48,7 +61,7 @@ def _pct(value: float | None) -> str:
 def markdown(rows: list[dict[str, Any]]) -> str:
     head = ("| arm | emotion acc % | emotion macro-F1 % | gender % | race % | age % | FER age 0-3 % "
             "| epochs (best) | train wall s | load (1-min, start/end) |\n|" + "---|" * 10 + "\n")
-    lines = [f"| {r['arm']}: {r['description']} | {_pct(r['emotion_accuracy'])} | {_pct(r['emotion_macro_f1'])} "
+    lines = [f"| {LABELS.get(r['arm'], r['arm'])} | {_pct(r['emotion_accuracy'])} | {_pct(r['emotion_macro_f1'])} "
              f"| {_pct(r['gender_accuracy'])} | {_pct(r['race_accuracy'])} | {_pct(r['age_accuracy'])} "
              f"| {_pct(r['fer_age_0_3_share'])} | {r['epochs']} ({r['best_epoch']}) | {r['train_seconds']:.0f} "
              f"| {r['load']:.1f} / {r['load_after']:.1f} |" for r in rows]
@@ -63,6 +76,8 @@ def main() -> None:
     parser.add_argument("results", type=Path)
     args = parser.parse_args()
     rows = [r for f in sorted(p.parent for p in args.results.glob("*/result.json")) if (r := row_of(f))]
+    order = list(LABELS)
+    rows.sort(key=lambda r: order.index(r["arm"]) if r["arm"] in order else len(order))
     (args.results / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     (args.results / "results.md").write_text(markdown(rows))
     print(markdown(rows))
