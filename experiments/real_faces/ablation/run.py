@@ -118,7 +118,10 @@ def main() -> None:
         dest.mkdir(parents=True, exist_ok=True)
         if eval_on:
             row.update(evaluate(name, eval_on, runs=args.runs))
-            shutil.copy(args.runs / f"{name}_eval" / "metrics.json", dest / "metrics.json")
+            # A teacher has no emotion head; committed metrics.json files are expected to have one.
+            tasks = argv[argv.index("--tasks") + 1].split(",") if "--tasks" in argv else ["emotion"]
+            kept = "metrics.json" if "emotion" in tasks else "teacher_metrics.json"
+            shutil.copy(args.runs / f"{name}_eval" / "metrics.json", dest / kept)
             for f in ("config.json", "history.json"):
                 shutil.copy(args.runs / name / f, dest / f)
         else:

@@ -37,9 +37,12 @@ def infant_share(metrics: dict[str, Any]) -> float | None:
 
 def row_of(folder: Path) -> dict[str, Any] | None:
     result = json.loads((folder / "result.json").read_text())
-    if not (folder / "metrics.json").exists():
+    # A teacher without an emotion head keeps its metrics as teacher_metrics.json: every committed
+    # metrics.json is checked for an emotion head (tests/test_artifact_files.py).
+    found = [folder / name for name in ("metrics.json", "teacher_metrics.json") if (folder / name).exists()]
+    if not found:
         return None
-    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics = json.loads(found[0].read_text())
     history = json.loads((folder / "history.json").read_text())
     config = json.loads((folder / "config.json").read_text())  # its best_epoch is 0-based
     row = {"arm": result["arm"], "description": result["description"], "seed": result["seed"],
