@@ -170,6 +170,7 @@ def test_bad_array_raises_data_error(any_aligner: FaceAligner) -> None:
         ({"crop_scale": 3.0}, "`crop_scale` must be in"),
         ({"detector": "yunet"}, r"`detector` must be one of \['blazeface', 'haar'\], got 'yunet'"),
         ({"blazeface_model": "long"}, "`blazeface_model` must be one of"),
+        ({"crop_eyes": "dlib"}, r"`crop_eyes` must be one of \['blazeface', 'haar'\], got 'dlib'"),
     ],
 )
 def test_config_is_validated(kwargs: dict, match: str) -> None:
@@ -241,3 +242,77 @@ def test_alignment_stats_counts_and_bins() -> None:
     assert stats["capped"] == 2 and stats["errors"] == 1
     assert stats["error_reasons"] == {"no face detected": 1}
     assert stats["mean_abs_angle"] == pytest.approx(23.5 / 4)
+
+
+# --- face crops' eyes from BlazeFace keypoints ------------------------------------------------
+
+
+def _drawn_crops(n: int, *, size: int = 96) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Synthetic gray face crops (sample_data's faces: a few degrees of tilt each) and their eye centres."""
+    from fer_model.sample_data import _faces, render_face
+
+    rng = np.random.default_rng(5)
+    return [(image, landmarks[:2]) for image, landmarks in
+            (render_face(face, rng, size=size, gray=True) for face in _faces(rng, n))]
+
+
+@pytest.fixture(scope="module")
+def keypoint_aligner() -> FaceAligner:
+    return FaceAligner(AlignConfig(crop_eyes="blazeface"))
+
+
+def test_crop_eyes_default_to_haar() -> None:
+    assert AlignConfig().crop_eyes == "haar"  # the shipped model was trained on Haar-levelled crops
+    assert FaceAligner()._crop_detector is None
+
+
+def test_blazeface_crop_eyes_find_drawn_eyes_and_level_them(keypoint_aligner: FaceAligner) -> None:
+    for image, (left, right) in _drawn_crops(6):
+        result = keypoint_aligner.align_crop(image)
+        assert result.eyes_found and result.box == (0, 0, 96, 96)
+        gap = right[0] - left[0]
+        for got, want in zip(result.eyes, (left, right), strict=True):
+            assert np.hypot(got[0] - want[0], got[1] - want[1]) < 0.25 * gap
+        # The rotation levels the drawn eye line (within the keypoints' scatter).
+        assert result.angle == pytest.approx(levelling_angle(eye_tilt(left, right), 10.0), abs=3.0)
+
+
+@pytest.mark.parametrize("degrees", [-8, 8])
+def test_blazeface_crop_eyes_undo_a_known_rotation(degrees: int) -> None:
+    aligner = FaceAligner(AlignConfig(crop_eyes="blazeface", max_angle=45))  # no cap in the way
+    image, _ = _drawn_crops(4)[0]
+    upright = aligner.align_crop(image).angle
+    turned = cv2.warpAffine(image, cv2.getRotationMatrix2D((48, 48), degrees, 1.0), (96, 96),
+                            borderMode=cv2.BORDER_REPLICATE)
+    result = aligner.align_crop(turned)
+    assert result.eyes_found
+    # Turning the face counter-clockwise by `degrees` tilts its eye line by as much: levelled back
+    # (within the scatter of keypoints on a 96 px drawing).
+    assert result.angle == pytest.approx(upright - degrees, abs=3.0)
+
+
+def test_blazeface_crop_without_a_face_is_cropped_unrotated(keypoint_aligner: FaceAligner) -> None:
+    blank = np.full((48, 48), 128, np.uint8)
+    result = keypoint_aligner.align_crop(blank)
+    assert not result.eyes_found and result.eyes is None and result.angle == 0.0
+    np.testing.assert_array_equal(result.face, cv2.resize(blank, (50, 50), interpolation=cv2.INTER_LINEAR))
+
+
+def test_implausible_keypoint_eyes_are_refused() -> None:
+    box = (0, 0, 100, 100)
+    assert alignment._plausible_eyes(((30.0, 40.0), (70.0, 42.0)), box)
+    assert not alignment._plausible_eyes(((48.0, 40.0), (52.0, 40.0)), box)  # one eye, twice
+    assert not alignment._plausible_eyes(((30.0, 20.0), (70.0, 60.0)), box)  # 45 degrees
+    assert not alignment._plausible_eyes(((5.0, 40.0), (40.0, 40.0)), box)  # off the face's centre line
+    assert not alignment._plausible_eyes(((30.0, 80.0), (70.0, 80.0)), box)  # the mouth's height
+
+
+def test_pool_reuses_its_workers_across_batches(astronaut: np.ndarray) -> None:
+    images = [astronaut[CROP]] * 4
+    with alignment.AlignPool(AlignConfig(detector="haar"), workers=2) as pool:
+        first = pool.align(images, is_face_crop=True, chunk_size=1)
+        executor = pool._executor
+        second = pool.align(images, is_face_crop=True, chunk_size=1)
+        assert pool._executor is executor is not None
+    assert pool._executor is None
+    assert [r.angle for r in first] == [r.angle for r in second]

@@ -195,6 +195,18 @@ def test_cli_sample_data_then_prepare(tmp_path, capsys):
     assert f"dataset: {tmp_path / 'ds'} ({manifest['num_samples']} samples" in capsys.readouterr().out
 
 
+def test_crop_eyes_setting_is_recorded_in_the_manifest(small_sample, tmp_path, capsys):
+    args = ["prepare", "--out", str(tmp_path / "ds"), "--limit", "6", "--crop-eyes", "blazeface",
+            "--source", small_sample["sources"][0]]
+    assert main(args) == 0
+    config = json.loads((tmp_path / "ds/manifest.json").read_text())["alignment"]["config"]
+    assert config["crop_eyes"] == "blazeface"
+    assert AlignConfig.from_dict(config) == AlignConfig(crop_eyes="blazeface")
+    with pytest.raises(SystemExit):
+        main(["prepare", "--out", str(tmp_path / "x"), "--source", small_sample["sources"][0], "--crop-eyes", "dlib"])
+    assert "invalid choice: 'dlib'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("source", "match"),
     [
