@@ -77,7 +77,8 @@ class TrainConfig(Settings):
         bn_recalibration_samples: Before every validation, BatchNorm statistics are recomputed on this
             many seeded training faces in inference mode (`fer_model.model.recalibrate_batch_norm`),
             so validation and the saved model do not use moving averages that lag the weights; 0
-            keeps Keras' moving averages. One inference pass per BN layer, a few % of an epoch.
+            keeps Keras' moving averages. Costs one inference pass per BN layer over the sample: about
+            4 s per validation for 1,024 faces at width 0.25 on 2 CPU cores.
     """
 
     epochs: int = 100
