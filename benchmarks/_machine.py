@@ -48,7 +48,8 @@ class Figure:
         """One printable line: name, value, and the baseline with the ratio."""
         text = f"{self.name:52s} {fmt(self.value):>10} {self.unit}"
         if self.baseline_value is not None:
-            text += f"   vs {self.baseline} {fmt(self.baseline_value)}: x{self.ratio:.2f}"
+            ratio = "-" if self.ratio is None else f"x{self.ratio:.2f}"  # None: a zero on either side
+            text += f"   vs {self.baseline} {fmt(self.baseline_value)}: {ratio}"
         return text
 
 

@@ -73,7 +73,8 @@ def readme_table(results: dict[str, dict[str, Any]]) -> str:
     lines = ["| figure | ours | baseline in the same run | ratio |", "|---|---|---|---|"]
     for body in results.values():
         for f in body["figures"]:
-            lines.append(f"| {f['name']} | {fmt(f['value'])} {f['unit']} | {_baseline(f)} | {_ratio(f)} |")
+            name = f["name"].replace("|", "\\|")  # a figure named "|eye tilt|" must not split its row
+            lines.append(f"| {name} | {fmt(f['value'])} {f['unit']} | {_baseline(f)} | {_ratio(f)} |")
     machines = sorted(set(_machines(results).values()))
     loads = ", ".join(f"{name} {b['machine']['loadavg_start'][0]}->{b['machine']['loadavg_end'][0]}"
                       for name, b in results.items())

@@ -41,8 +41,9 @@ def check_keras_file(path: str | os.PathLike[str]) -> None:
     path = Path(path)
     if not zipfile.is_zipfile(path):
         raise ArtifactError(
-            f"{path} is not a Keras 3 .keras archive (a zip); other formats (legacy HDF5, pickles) are not "
-            "loaded because they can run code: re-save the model with `model.save('model.keras')`"
+            f"{path} is not a readable Keras 3 .keras archive (a zip): it is truncated or corrupt (copy it "
+            "again), or another format (legacy HDF5, pickles), which is not loaded because it can run code "
+            "(re-save the model with `model.save('model.keras')`)"
         )
     with zipfile.ZipFile(path) as archive:
         names = set(archive.namelist())

@@ -1,5 +1,5 @@
 """The Keras callbacks training uses: learning-rate floor, wall-clock budget, per-epoch objective, progress
-lines, the epoch checkpoint and the epoch hand-off to planned batches.
+lines, the epoch checkpoint, the epoch hand-off to planned batches and BatchNorm recalibration.
 
 Imports Keras at module level: load this module lazily (inside the functions that train).
 """
@@ -167,6 +167,29 @@ class EpochSync(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         self.batches.epoch = epoch
+
+
+class BatchNormRecalibration(keras.callbacks.Callback):
+    """Before every validation, recomputes the BatchNorm statistics on a fixed sample of training faces.
+
+    Validation, early stopping's best weights, the epoch checkpoint and the saved model then all use
+    the statistics of the network as trained so far (`fer_model.model.recalibrate_batch_norm`), not
+    moving averages that lag it. `on_test_begin` runs inside `fit` after the epoch's last step and
+    before its validation pass, so the epoch's `val_*` metrics already see the new statistics.
+    """
+
+    def __init__(self, images: np.ndarray, *, batch_size: int = 256) -> None:
+        super().__init__()
+        self.images = images
+        self.batch_size = int(batch_size)
+
+    def on_test_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        from fer_model.model import recalibrate_batch_norm
+
+        started = time.monotonic()
+        recalibrate_batch_norm(self.model, self.images, batch_size=self.batch_size)
+        logger.debug("BatchNorm statistics recomputed on %d training faces in %.1f s", len(self.images),
+                     time.monotonic() - started)
 
 
 class EpochCheckpoint(keras.callbacks.Callback):

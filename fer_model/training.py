@@ -74,6 +74,11 @@ class TrainConfig(Settings):
         distill_temperature: T of the soft-target loss: the student's probabilities are softened at
             T (and the term scaled by T^2); match the temperature the targets were made with.
         distill_threshold: Teacher targets whose top probability is below this are ignored, in [0, 1].
+        bn_recalibration_samples: Before every validation, BatchNorm statistics are recomputed on this
+            many seeded training faces in inference mode (`fer_model.model.recalibrate_batch_norm`),
+            so validation and the saved model do not use moving averages that lag the weights; 0
+            keeps Keras' moving averages. Costs one inference pass per BN layer over the sample: about
+            4 s per validation for 1,024 faces at width 0.25 on 2 CPU cores.
     """
 
     epochs: int = 100
@@ -98,11 +103,13 @@ class TrainConfig(Settings):
     distill_weight: float = 1.0
     distill_temperature: float = 1.0
     distill_threshold: float = 0.0
+    bn_recalibration_samples: int = 1024
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
             check_int(name, getattr(self, name), minimum=1)
-        for name in ("early_stopping_patience", "reduce_lr_patience", "seed", "warmup_epochs"):
+        for name in ("early_stopping_patience", "reduce_lr_patience", "seed", "warmup_epochs",
+                     "bn_recalibration_samples"):
             check_int(name, getattr(self, name), minimum=0)
         for name in ("learning_rate", "min_lr"):
             value = getattr(self, name)
@@ -483,6 +490,8 @@ def _callbacks(*, model_config: ModelConfig, train_config: TrainConfig, batches:
         stateful["lr_floor"] = learning_rate_floor(train_config.min_lr)
     stateful["early_stopping"] = early_stopping
     ours: list[keras.callbacks.Callback] = [EpochSync(batches), *stateful.values()]
+    if train_config.bn_recalibration_samples:
+        ours.insert(0, _recalibration(arrays, train_config))
     if train_config.verbose:
         from fer_model.callbacks import ProgressLog
 
@@ -495,6 +504,16 @@ def _callbacks(*, model_config: ModelConfig, train_config: TrainConfig, batches:
         ours.append(EpochCheckpoint(checkpoint_dir, fingerprint=fingerprint, stateful=stateful, start=start,
                                     total_epochs=train_config.epochs))
     return ours
+
+
+def _recalibration(arrays: _Arrays, train_config: TrainConfig) -> keras.callbacks.Callback:
+    """The BatchNorm recalibration callback on a seeded sample of the training faces (all sources, as stored)."""
+    from fer_model.callbacks import BatchNormRecalibration
+
+    rng = np.random.default_rng(train_config.seed)
+    count = min(train_config.bn_recalibration_samples, len(arrays.x_train))
+    chosen = np.sort(rng.permutation(len(arrays.x_train))[:count])
+    return BatchNormRecalibration(arrays.x_train[chosen], batch_size=max(train_config.batch_size, 256))
 
 
 def _run(model: keras.Model, *, batches: Any, arrays: _Arrays, train_config: TrainConfig,

@@ -141,7 +141,7 @@ def test_a_legacy_hdf5_model_named_model_keras_is_refused(tmp_path: Path) -> Non
     marker = tmp_path / "h5-ran"
     marker.touch()
     _lambda_model(marker).save(tmp_path / "legacy.h5")
-    with pytest.raises(ArtifactError, match=r"not a Keras 3 \.keras archive"):
+    with pytest.raises(ArtifactError, match=r"not a readable Keras 3 \.keras archive"):
         from fer_model.model_artifact import load_model_artifact
 
         load_model_artifact(_artifact_with_model(tmp_path, tmp_path / "legacy.h5"))
