@@ -20,19 +20,11 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 from _machine import Figure, Run
+from _photos import astronaut_640x480_jpeg
 from skimage import data
 
 from fer_model.alignment import AlignConfig, FaceAligner, align_batch
 from fer_model.images import decode_image, to_gray
-
-
-def _astronaut_640x480_jpeg() -> bytes:
-    bgr = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
-    # The top 512x384 keeps the 4:3 aspect of 640x480 and the whole face.
-    frame = cv2.resize(bgr[:384], (640, 480), interpolation=cv2.INTER_LINEAR)
-    ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])
-    assert ok
-    return buf.tobytes()
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -72,7 +64,7 @@ def main() -> None:
         args.repeats, args.crops = 10, 400
 
     run = Run(args.name or ("alignment_quick" if args.quick else "alignment"), vars(args))
-    jpeg = _astronaut_640x480_jpeg()
+    jpeg = astronaut_640x480_jpeg()
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
     aligner = FaceAligner(AlignConfig())
 

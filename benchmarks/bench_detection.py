@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from _machine import Figure, Run
-from skimage import data
+from _photos import astronaut_640x480_jpeg
 
 from fer_model.alignment import _HAAR_LIKE, AlignConfig, FaceAligner, eye_tilt
 from fer_model.face_detector import BlazeFaceDetector
@@ -39,15 +39,6 @@ from fer_model.face_detector import BlazeFaceDetector
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FRAME = (480, 640)
 DETECTORS = {"haar": AlignConfig(detector="haar"), "blazeface": AlignConfig(detector="blazeface")}
-
-
-def _astronaut_640x480_jpeg() -> bytes:
-    bgr = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
-    # The top 512x384 keeps the 4:3 aspect of 640x480 and the whole face (as bench_serving.py).
-    frame = cv2.resize(bgr[:384], (640, 480), interpolation=cv2.INTER_LINEAR)
-    ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])
-    assert ok
-    return buf.tobytes()
 
 
 def _sample(paths: list[Path], n: int) -> list[Path]:
@@ -151,7 +142,7 @@ def _latency(run: Run, *, calls: int, model_dir: Path | None) -> None:
     from fer_model.images import decode_image
     from fer_model.predict import Predictor
 
-    jpeg = _astronaut_640x480_jpeg()
+    jpeg = astronaut_640x480_jpeg()
     image = decode_image(jpeg)
     aligners = {d: FaceAligner(c) for d, c in DETECTORS.items()}
     predictors = {d: Predictor(model_dir, detector=d) for d in DETECTORS}

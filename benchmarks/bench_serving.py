@@ -33,22 +33,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 import requests
 from _machine import Figure, Run
-from skimage import data
+from _photos import astronaut_640x480_jpeg
 
 from fer_model.face_detector import DETECTORS
-
-
-def _astronaut_640x480_jpeg() -> bytes:
-    bgr = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
-    # The top 512x384 keeps the 4:3 aspect of 640x480 and the whole face.
-    frame = cv2.resize(bgr[:384], (640, 480), interpolation=cv2.INTER_LINEAR)
-    ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])
-    assert ok
-    return buf.tobytes()
 
 
 def _untrained_artifact(out: Path, *, width: float) -> Path:
@@ -225,7 +215,7 @@ def main() -> int:
         args.requests, args.clients, args.seconds = 20, "1,8", 5.0
 
     run = Run(args.name or ("serving_quick" if args.quick else "serving"), vars(args))
-    jpeg = _astronaut_640x480_jpeg()
+    jpeg = astronaut_640x480_jpeg()
     body = json.dumps({"instances": [{"b64": base64.b64encode(jpeg).decode()}]})
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         model_dir = args.model or _untrained_artifact(Path(tmp) / "model", width=args.width)
