@@ -53,9 +53,10 @@ def _docker_client() -> str | None:
 def docker() -> str:
     client = _docker_client()
     if client is None:
-        reason = "no Docker daemon answers `docker info` (start dockerd to run the image tests)"
+        reason = ("no Docker daemon answers `docker info`; start one with host networking only, "
+                  "`dockerd --bridge=none --iptables=false --ip6tables=false &`, to run the image tests")
         if os.environ.get("CI"):
-            pytest.fail(f"{reason}; under CI the image tests must run (.ci/run starts dockerd)")
+            pytest.fail(f"{reason}; under CI the image tests must run (.ci/run starts that daemon)")
         pytest.skip(reason)
     return client
 
@@ -94,7 +95,7 @@ def images(docker: str) -> str:
 
 def _run(docker: str, image: str, *command: str, entrypoint: str | None = None) -> str:
     """Output of `command` in a throwaway container of `image` (host network, no capabilities)."""
-    args = [docker, "run", "--rm", "--network", "host", "--cap-drop", "ALL"]
+    args = [docker, "run", "--rm", "--network=host", "--cap-drop", "ALL"]
     if entrypoint is not None:
         args += ["--entrypoint", entrypoint]
     done = subprocess.run([*args, image, *command], capture_output=True, text=True, timeout=600)
@@ -141,7 +142,7 @@ def predictor(images: str) -> Iterator[tuple[str, str]]:
     port = _free_port()
     name = f"fer-mtl-predictor-test-{port}"
     started = subprocess.run(
-        [images, "run", "-d", "--rm", "--name", name, "--network", "host", "--user", "10001:10001",
+        [images, "run", "-d", "--rm", "--name", name, "--network=host", "--user", "10001:10001",
          "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
          "-v", f"{MODEL}:/mnt/models:ro", PREDICTOR_IMAGE,
          "--model", "/mnt/models", "--name", NAME, "--host", "127.0.0.1", "--port", str(port)],
