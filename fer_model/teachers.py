@@ -23,15 +23,13 @@ import numpy as np
 
 from fer_model import __version__
 from fer_model._settings import Settings, check_bool, check_int, is_number
-from fer_model.artifact_files import CONFIG_FILE
+from fer_model.artifact_files import CONFIG_FILE, KERAS_FILE
 from fer_model.dataset import WRITER_FIELDS, Dataset, load_dataset, sha256_file, write_dataset
 from fer_model.errors import ArtifactError, ConfigError
 from fer_model.records import SPLITS
 from fer_model.tasks import MISSING, get_task
 
 logger = logging.getLogger(__name__)
-
-_KERAS_FILE = "model.keras"
 
 
 @dataclass(frozen=True)
@@ -90,9 +88,9 @@ def teacher_fingerprint(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
     root = Path(model_dir)
     config = read_model_config(root)
-    keras_file = root / _KERAS_FILE
+    keras_file = root / KERAS_FILE
     if not keras_file.is_file():
-        raise ArtifactError(f"teacher {root} is incomplete: {_KERAS_FILE} is missing (train it with `fer-mtl train`)")
+        raise ArtifactError(f"teacher {root} is incomplete: {KERAS_FILE} is missing (train it with `fer-mtl train`)")
     return {
         "path": str(root),
         "model_sha256": sha256_file(keras_file),

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fer_model.artifact_files import KERAS_FILE
 from fer_model.errors import ConfigError
 from fer_model.model import SILENCED_BIAS
 from fer_model.tasks import TASK_NAMES
@@ -36,7 +37,7 @@ def copy_matching_weights(model: keras.Model, source: str | os.PathLike[str]) ->
 
     path = Path(source)
     if path.is_dir():
-        path = path / "model.keras"
+        path = path / KERAS_FILE
     if not path.is_file():
         raise ConfigError(f"initial weights {source} not found; pass a .keras file or a model artifact folder")
     other = load_keras_model(path)  # checked and in safe mode: no code from the file runs
