@@ -231,7 +231,8 @@ def student_settings(args: argparse.Namespace, epochs: int) -> dict[str, Any]:
     return {"epochs": epochs, "batch_size": args.batch_size, "learning_rate": args.lr, "seed": args.seed,
             "loss_weights": weights, "balanced_batches": True, "distill_weight": args.distill_weight,
             "distill_temperature": args.temperature, "schedule": "cosine", "warmup_epochs": args.warmup_epochs,
-            "mixed_precision": args.mixed_precision}
+            # A cosine run gains most in its last, low-rate epochs: no early stop (the best epoch is kept anyway).
+            "early_stopping_patience": epochs, "mixed_precision": args.mixed_precision}
 
 
 def student_flags(settings: dict[str, Any], *, dataset_dir: Path, model_dir: Path, width: float) -> list[str]:
@@ -407,10 +408,11 @@ def publish(model_dir: Path, out: Path) -> None:
         shutil.copy(model_dir / name, target / name)
 
 
-def drop_parts(out: Path) -> None:
+def drop_parts(out: Path, report: Report) -> None:
     """A finished student needs no checkpoint: free the returned-file slots its parts took."""
     for part in out.glob(CHECKPOINT + ".*"):
         part.unlink()
+    report.set(checkpoint=None)
 
 
 def run_recipe(args: argparse.Namespace) -> int:
@@ -427,7 +429,7 @@ def run_recipe(args: argparse.Namespace) -> int:
     rc, model_dir = train_student(args, taught, work, clock, report, previous)
     finished = rc == 0 and (model_dir / "config.json").exists()
     if finished:
-        drop_parts(args.out)
+        drop_parts(args.out, report)
     else:
         model_dir = export_interrupted(model_dir, taught, report)
     if model_dir is None:
