@@ -24,7 +24,6 @@ if importlib.util.find_spec("jax") is not None:
 _ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(_ROOT / "benchmarks"), str(_ROOT)]
 
-import bench_training  # noqa: E402
 from _machine import Figure, Run  # noqa: E402
 
 #: (batch size, Keras dtype policy) of each measurement.
@@ -83,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def measure(run: Run, args: argparse.Namespace, *, batch: int, policy: str) -> None:
     """Both recipes at one batch size and policy: images/s of the timed epochs, seconds of the first."""
+    import bench_training  # Keras and the backend load here, after the flags are read (--help stays quick)
+
     n = batch * args.steps
     sizes = argparse.Namespace(width=args.width, n=n, n_val=max(batch, n // 8), epochs=args.epochs, batch_size=batch)
     dataset = bench_training.synthetic_dataset(sizes.n, sizes.n_val)

@@ -35,6 +35,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -72,8 +73,12 @@ class Report:
 
     def __init__(self, out: Path, settings: dict[str, Any]) -> None:
         self.path = out / RESULT
-        self.body: dict[str, Any] = {"status": "running", "settings": settings, "machine": _machine(),
-                                     "steps": {}}
+        machine = _machine()
+        # "environment" and "description" are what the model card (fer_model.model_card) reads from it.
+        self.body: dict[str, Any] = {"status": "running", "run": "gpu_recipe", "settings": settings,
+                                     "environment": {"backend": machine["keras_backend"], "device": machine["gpu"],
+                                                     "machine": f"{machine['host']}, {machine['cpus']} CPUs"},
+                                     "machine": machine, "steps": {}}
         self.lock = threading.Lock()
         self.write()
 
@@ -323,6 +328,7 @@ def train_student(args: argparse.Namespace, dataset_dir: Path, work: Path, clock
     settings = student_settings(args, epochs)
     flags = student_flags(settings, dataset_dir=dataset_dir, model_dir=model_dir, width=args.width)
     report.step("student", settings=settings, width=args.width, command=flags, resumed=previous is not None)
+    report.set(description=describe(settings, width=args.width, taught=soft_label_tasks(dataset_dir)))
     mirror = CheckpointMirror(model_dir / "checkpoint" / CHECKPOINT, args.out, report)
     mirror.start()
     try:
@@ -332,6 +338,14 @@ def train_student(args: argparse.Namespace, dataset_dir: Path, work: Path, clock
         mirror.stop()
     report.step("student", rc=rc, seconds=seconds)
     return rc, model_dir
+
+
+def describe(settings: dict[str, Any], *, width: float, taught: Sequence[str]) -> str:
+    """One line for the model card: what the student is and how it trained."""
+    teachers = f"teacher soft labels for {', '.join(taught)}" if taught else "no teacher soft labels"
+    return (f"four heads at width {width:g}, {teachers} (distillation weight {settings['distill_weight']:g}), "
+            f"balanced source batches, cosine decay over {settings['epochs']} epochs after "
+            f"{settings['warmup_epochs']} warm-up, one GPU call (experiments/gpu/recipe_run.py)")
 
 
 def export_interrupted(model_dir: Path, dataset_dir: Path, report: Report) -> Path | None:
@@ -419,7 +433,7 @@ def run_recipe(args: argparse.Namespace) -> int:
     """Steps 1-5 within the budget; returns 0 once a finished student is evaluated, 3 if cut short, else 1."""
     clock = Clock(args.budget_s)
     args.out.mkdir(parents=True, exist_ok=True)
-    work = args.work or args.out.parent / f".{args.out.name}-work"
+    work = args.work or Path(tempfile.mkdtemp(prefix="fer-recipe-"))
     work.mkdir(parents=True, exist_ok=True)
     previous = json.loads((args.resume_from / RESULT).read_text()) if args.resume_from else None
     report = Report(args.out, {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
@@ -475,7 +489,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume-from", type=Path, default=None,
                         help="folder with an earlier call's result.json and checkpoint.npz.NN parts: "
                         "continue its student")
-    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: beside OUT)")
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temporary one)")
     args = parser.parse_args(argv)
     if args.warmup_epochs < 0 or args.max_epochs <= args.warmup_epochs:
         parser.error("--max-epochs must exceed --warmup-epochs >= 0")
@@ -493,8 +507,24 @@ def parse_export_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def parse_join_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="recipe_run.py join-checkpoint",
+                                     description="reassemble a returned checkpoint for `fer-mtl train --resume`")
+    parser.add_argument("results", type=Path, help="the returned folder (result.json, checkpoint.npz.NN)")
+    parser.add_argument("model_dir", type=Path, help="the --out of the `fer-mtl train --resume` to run")
+    return parser.parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["join-checkpoint"]:
+        args = parse_join_args(argv[1:])
+        result = json.loads((args.results / RESULT).read_text())
+        if not result.get("checkpoint"):
+            raise SystemExit(f"{args.results / RESULT} records no checkpoint: its student finished or never began")
+        join_parts(args.results, result["checkpoint"], args.model_dir / "checkpoint" / CHECKPOINT)
+        print(" ".join(["fer-mtl", *result["steps"]["student"]["command"], "--resume"]))
+        return 0
     if argv[:1] == ["export-checkpoint"]:
         args = parse_export_args(argv[1:])
         print(export_checkpoint(args.checkpoint, args.dataset, args.out, width=args.width, settings=args.settings))
