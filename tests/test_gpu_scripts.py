@@ -141,6 +141,20 @@ def test_an_interrupted_students_checkpoint_becomes_its_model_artifact(recipe, d
     np.testing.assert_array_equal(model.variables[0].numpy(), first_kernel)
     assert json.loads((exported / "config.json").read_text())["training"]["schedule"] == "cosine"
 
+    # finalize.py turns a returned run folder (result.json, model/) into an artifact that loads and verifies.
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    exported.rename(run_dir / "model")
+    (run_dir / "result.json").write_text(json.dumps({"description": "dry run"}))
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "real_faces" / "finalize.py"), str(run_dir),
+                           str(run_dir / "model" / "model.keras"), str(dry_dataset), str(tmp_path / "final"),
+                           "--no-saved-model"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    from fer_model.model_artifact import load_model_artifact
+
+    assert load_model_artifact(tmp_path / "final").config.training["schedule"] == "cosine"
+    assert "Run: dry run" in (tmp_path / "final" / "MODEL_CARD.md").read_text()
+
 
 @pytest.mark.slow
 def test_bench_smoke_writes_its_figures(tmp_path: Path) -> None:
