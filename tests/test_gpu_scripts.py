@@ -19,8 +19,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU = ROOT / "experiments" / "gpu"
-SCRIPTS = [GPU / "run_gpu_bench.sh", GPU / "download_wheels.sh", GPU / "env.sh",
-           ROOT / "experiments" / "real_faces" / "run_gpu.sh"]
+REAL_FACES = ROOT / "experiments" / "real_faces"
+SCRIPTS = [GPU / "run_gpu_bench.sh", GPU / "download_wheels.sh", GPU / "env.sh", REAL_FACES / "run_gpu.sh",
+           REAL_FACES / "run_gpu_paper_rows.sh"]
 
 
 def _load(name: str):
@@ -146,7 +147,7 @@ def test_an_interrupted_students_checkpoint_becomes_its_model_artifact(recipe, d
     run_dir.mkdir()
     exported.rename(run_dir / "model")
     (run_dir / "result.json").write_text(json.dumps({"description": "dry run"}))
-    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "real_faces" / "finalize.py"), str(run_dir),
+    done = subprocess.run([sys.executable, str(REAL_FACES / "finalize.py"), str(run_dir),
                            str(run_dir / "model" / "model.keras"), str(dry_dataset), str(tmp_path / "final"),
                            "--no-saved-model"], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
