@@ -97,9 +97,9 @@ def test_balanced_epoch_reads_as_many_images_as_emotion_has_labels(recipe, dry_d
 def test_only_tasks_without_soft_labels_are_taught(recipe, tmp_path: Path) -> None:
     manifest = {"soft_labels": {"gender": {}, "race": {}}}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    args = recipe.parse_args(["p", "o", "--teacher", "T"])
-    assert recipe.teacher_flags(args, tmp_path, None) == ["--teacher", "emotion=T", "--teacher", "age=T"]
-    assert recipe.teacher_flags(args, tmp_path, Path("E"))[:2] == ["--teacher", "emotion=E"]
+    args = recipe.parse_args(["p", "o", "--teacher", "/t"])
+    assert recipe.teacher_flags(args, tmp_path, None) == ["--teacher", "emotion=/t", "--teacher", "age=/t"]
+    assert recipe.teacher_flags(args, tmp_path, Path("/e"))[:2] == ["--teacher", "emotion=/e"]
 
 
 def test_checkpoint_parts_round_trip_and_a_bad_copy_is_refused(recipe, tmp_path: Path, monkeypatch) -> None:

@@ -124,8 +124,7 @@ def run_cli(args: Sequence[str], *, log: Path, timeout_s: float) -> tuple[int, f
         timer = threading.Timer(max(1.0, timeout_s), _stop, args=(proc, sink))
         timer.start()
         try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
+            for line in proc.stdout or ():
                 sink.write(line)
                 sink.flush()
                 print(line, end="", flush=True)
@@ -493,6 +492,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "continue its student")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temporary one)")
     args = parser.parse_args(argv)
+    # Absolute, since the steps run as child processes in the repository root.
+    for name in ("pack", "out", "teacher", "resume_from", "work"):
+        if getattr(args, name) is not None:
+            setattr(args, name, getattr(args, name).resolve())
     if args.warmup_epochs < 0 or args.max_epochs <= args.warmup_epochs:
         parser.error("--max-epochs must exceed --warmup-epochs >= 0")
     return args
