@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import os
@@ -293,7 +294,8 @@ def write_parts(source: Path, out: Path) -> dict[str, Any]:
         part = out / f"{CHECKPOINT}.{i // PART_BYTES:02d}"
         part.write_bytes(data[i:i + PART_BYTES])
         parts.append(part.name)
-    with np.load(source, allow_pickle=False) as npz:
+    # From the bytes copied, not the file: training may have replaced it since.
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
         meta = json.loads(bytes(npz["meta"]).decode())
     return {"parts": parts, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
             "epochs_done": meta["epochs_done"], "finished": meta["finished"]}
