@@ -185,7 +185,8 @@ def train_emotion_teacher(args: argparse.Namespace, dataset_dir: Path, work: Pat
              "--epochs", str(args.teacher_epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
              "--width", str(args.width), "--balanced-batches", "--schedule", "cosine",
              "--warmup-epochs", str(min(args.warmup_epochs, args.teacher_epochs - 1)), "--seed", str(args.seed),
-             *(["--mixed-precision"] if args.mixed_precision else [])]
+             # True labels only: soft emotion labels the pack may carry come from the teacher it replaces.
+             "--distill-weight", "0", *(["--mixed-precision"] if args.mixed_precision else [])]
     rc, seconds = run_cli(flags, log=args.out / "log.txt", timeout_s=clock.left() - args.reserve_s)
     report.step("teacher_emotion", rc=rc, seconds=seconds, command=flags)
     return out if rc == 0 else None
@@ -316,9 +317,11 @@ def train_student(args: argparse.Namespace, dataset_dir: Path, work: Path, clock
     """Step 4: the student, resumed from `previous` (an earlier call's result.json) when given. Returns (rc, dir)."""
     model_dir = work / "student"
     if previous is not None:
-        epochs = int(previous["steps"]["student"]["settings"]["epochs"])
+        # The earlier call's settings, whatever this call's flags say: the checkpoint only resumes under them.
+        settings, width = previous["steps"]["student"]["settings"], previous["steps"]["student"]["width"]
         join_parts(args.resume_from, previous["checkpoint"], model_dir / "checkpoint" / CHECKPOINT)
-    elif args.epochs:
+        return _fit_student(args, settings, width, dataset_dir, model_dir, clock, report, resumed=True)
+    if args.epochs:
         epochs = args.epochs
     else:
         images = images_per_epoch(dataset_dir, batch_size=args.batch_size, balanced=True)
@@ -326,14 +329,20 @@ def train_student(args: argparse.Namespace, dataset_dir: Path, work: Path, clock
                              epoch_overhead_s=args.epoch_overhead_s, compile_s=args.compile_s,
                              max_epochs=args.max_epochs, min_epochs=args.warmup_epochs + 1)
         report.step("student", images_per_epoch=images, sized_by={"rate": args.rate, "seconds": clock.left()})
-    settings = student_settings(args, epochs)
-    flags = student_flags(settings, dataset_dir=dataset_dir, model_dir=model_dir, width=args.width)
-    report.step("student", settings=settings, width=args.width, command=flags, resumed=previous is not None)
-    report.set(description=describe(settings, width=args.width, taught=soft_label_tasks(dataset_dir)))
+    return _fit_student(args, student_settings(args, epochs), args.width, dataset_dir, model_dir, clock, report,
+                        resumed=False)
+
+
+def _fit_student(args: argparse.Namespace, settings: dict[str, Any], width: float, dataset_dir: Path,
+                 model_dir: Path, clock: Clock, report: Report, *, resumed: bool) -> tuple[int, Path]:
+    """`fer-mtl train` of the student, its checkpoint mirrored into OUT while it runs."""
+    flags = student_flags(settings, dataset_dir=dataset_dir, model_dir=model_dir, width=width)
+    report.step("student", settings=settings, width=width, command=flags, resumed=resumed)
+    report.set(description=describe(settings, width=width, taught=soft_label_tasks(dataset_dir)))
     mirror = CheckpointMirror(model_dir / "checkpoint" / CHECKPOINT, args.out, report)
     mirror.start()
     try:
-        resume = ["--resume"] if previous is not None else []
+        resume = ["--resume"] if resumed else []
         rc, seconds = run_cli([*flags, *resume], log=args.out / "log.txt", timeout_s=clock.left() - args.reserve_s)
     finally:
         mirror.stop()
@@ -438,6 +447,15 @@ def run_recipe(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     previous = json.loads((args.resume_from / RESULT).read_text()) if args.resume_from else None
     report = Report(args.out, {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
+    try:
+        return _run_steps(args, work, clock, report, previous)
+    except SystemExit as e:
+        report.set(status="failed", error=str(e), seconds=round(clock.budget_s - clock.left(), 1))
+        raise
+
+
+def _run_steps(args: argparse.Namespace, work: Path, clock: Clock, report: Report,
+               previous: dict[str, Any] | None) -> int:
     dataset_dir = prepare_data(args.pack, work, report)
     emotion_teacher = train_emotion_teacher(args, dataset_dir, work, clock, report)
     taught = teach(args, dataset_dir, emotion_teacher, work, clock, report)
@@ -498,6 +516,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name in ("pack", "out", "teacher", "resume_from", "work"):
         if getattr(args, name) is not None:
             setattr(args, name, getattr(args, name).resolve())
+    if args.resume_from is not None and args.teacher_epochs:
+        parser.error("--resume-from needs the soft labels the interrupted student trained on: drop --teacher-epochs "
+                     "(a retrained teacher would label differently)")
     if args.warmup_epochs < 0 or args.max_epochs <= args.warmup_epochs:
         parser.error("--max-epochs must exceed --warmup-epochs >= 0")
     return args
