@@ -452,6 +452,10 @@ def run_recipe(args: argparse.Namespace) -> int:
     except SystemExit as e:
         report.set(status="failed", error=str(e), seconds=round(clock.budget_s - clock.left(), 1))
         raise
+    finally:
+        # Everything worth keeping is in OUT by now; a scratch folder of our own goes.
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _run_steps(args: argparse.Namespace, work: Path, clock: Clock, report: Report,
