@@ -35,6 +35,7 @@ _TRAIN_FLAGS = {
     "batch_size": "batch size",
     "learning_rate": "Adam learning rate",
     "seed": "random seed",
+    "early_stopping_patience": "epochs without a better validation accuracy before stopping (>= --epochs: never)",
     "mixed_precision": "mixed_float16 (GPUs only)",
     "label_smoothing": "label smoothing in [0, 1)",
     "class_weighting": "weight emotion classes by inverse frequency",

@@ -59,8 +59,9 @@ def main() -> None:
     if not args.no_saved_model:
         export_saved_model(model, args.out / SAVED_MODEL_DIR, tasks=list(config.tasks), image_size=config.input_size)
         saved_model = SAVED_MODEL_DIR
+    # The re-saved model.keras differs from the one the run's config.json hashed: record the new files.
     config = dataclasses.replace(config, untrained_classes={t: tuple(c) for t, c in silenced.items()},
-                                 saved_model=saved_model)
+                                 saved_model=saved_model, sha256=_file_hashes(args.out))
     config.write(args.out)
     evaluation = args.out.parent / f".{args.out.name}-evaluation"
     metrics = evaluate(model_dir=args.out, dataset_dir=args.dataset, out_dir=evaluation, split="test")
@@ -70,6 +71,13 @@ def main() -> None:
     # The model's answers on the regenerable probe faces, which tests/test_pretrained.py re-checks.
     write_probe(args.out)
     print(json.dumps({t: m.accuracy for t, m in metrics.tasks.items()}))
+
+def _file_hashes(root: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under `root` (config.json is written after, so never among them)."""
+    from fer_model.dataset import sha256_file
+
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
 
 if __name__ == "__main__":
     main()
