@@ -16,7 +16,7 @@ from typing import Any, Literal
 from fer_model._settings import field_default
 
 #: Flag spellings that differ from `--field-name`, the same in every command.
-_FLAG_NAMES = {"learning_rate": "--lr", "n_trials": "--trials"}
+_FLAG_NAMES = {"learning_rate": "--lr", "n_trials": "--trials", "time_limit_s": "--time-limit"}
 
 
 def add_settings_flags(parser: argparse.ArgumentParser, cls: type, helps: Mapping[str, str]) -> None:

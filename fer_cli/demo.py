@@ -16,24 +16,30 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 #: Demo-sized pipeline parameters (a real run uses the pipeline's defaults: width 1, 100 epochs, ...).
+#: Sized by measured work (`benchmarks/bench_demo.py --emulate-slow`): the demo must finish within
+#: 5 minutes on the slowest 2-core machine we know (an AVX2 EPYC training 4x slower than an AVX-512
+#: one), emulated by a 0.5-CPU quota on the fast one. At the previous sizes (12 epochs, batch 32, the
+#: paper's dropout, 1,024 faces for BatchNorm statistics, Haar eyes) it took 10 min 20 s there.
 DEMO_PARAMS: dict[str, Any] = {
-    # Sized by measured work, not a guess: 2,400 faces x 16 epochs at half width took 8 min 20 s to
-    # train on a 2-core AVX2 EPYC (4x slower at training than an AVX-512 one). A quarter-width net
-    # trains ~2.5x faster; 12 epochs of 1,800 faces still reach ~45% emotion accuracy (chance 1/7;
-    # at 8 epochs only ~35%), and two tuning trials keep the search in the DAG. The whole demo costs
-    # 163 CPU-seconds on a 2-core AVX-512 EPYC (2,400 faces, 4 trials: 250).
     "sample_n": 1800,
     "prepare_workers": 2,
     "model_config.width": 0.25,
-    "train_config.epochs": 12,
-    "train_config.batch_size": 32,
-    "train_config.learning_rate": 1e-3,
+    # The paper's dropout (0.6/0.5/0.4/0.4) is for long real runs: after 6 epochs on these faces it
+    # reached 0.45 validation emotion accuracy against 0.85 with 0.1 (batch 64, rate 2e-3, measured).
+    "model_config.dropout": [0.1, 0.1, 0.1, 0.1],
+    "train_config.epochs": 5,
+    "train_config.batch_size": 64,
+    "train_config.learning_rate": 2e-3,
+    "train_config.bn_recalibration_samples": 256,
+    # A machine slower than any measured still finishes: training stops after the epoch that
+    # crosses this budget (best epoch kept); the emulated slow machine trains 5 epochs in about 70 s.
+    "train_config.time_limit_s": 120,
     "tune_config.n_trials": 2,
     "tune_workers": 2,
-    "tune_config.epochs": 2,
+    "tune_config.epochs": 1,
     "tune_config.width": 0.25,
     # Well above chance (1/7 = 0.14) for emotion, so the gate really decides.
-    "min_emotion_accuracy": 0.25,
+    "min_emotion_accuracy": 0.35,
     "deploy_model": True,
     "deploy_dry_run": True,
 }

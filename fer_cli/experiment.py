@@ -20,6 +20,7 @@ _TRAIN_FLAGS = {
     "label_smoothing": "label smoothing (paper: 0)",
     "mixed_precision": "mixed_float16 (GPUs only)",
     "seed": "random seed",
+    "time_limit_s": "stop each run after the epoch that crosses this many seconds (0: no limit; best epoch kept)",
 }
 
 
@@ -41,7 +42,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--tuned", help="best_params.json from `fer-mtl tune` (needed by multi_task_tuned)")
     add_settings_flags(run, ModelConfig, _MODEL_FLAGS)
     add_settings_flags(run, TrainConfig, _TRAIN_FLAGS)
-    run.add_argument("--time-limit", type=float, help="stop each run after this many seconds (best weights kept)")
     run.add_argument("--machine", help="label recorded with every figure (default: host name)")
     run.set_defaults(func=_run)
     table = actions.add_parser("table", help="gather <out>/*/result.json into results.md and results.json")
@@ -81,8 +81,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     specs = {r.name: r for r in runs}
     for name in names:
-        run_one(specs[name], dataset_dir=args.dataset, out_dir=args.out, time_limit_s=args.time_limit,
-                machine=args.machine)
+        run_one(specs[name], dataset_dir=args.dataset, out_dir=args.out, machine=args.machine)
     md, _ = write_results_table(args.out)
     print(md.read_text())
     return 0

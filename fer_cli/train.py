@@ -47,6 +47,7 @@ _TRAIN_FLAGS = {
     "distill_weight": "loss weight of teacher soft labels (`fer-mtl teach`) relative to true labels; 0 ignores them",
     "distill_temperature": "temperature of the soft-label loss (the one `fer-mtl teach` used)",
     "distill_threshold": "ignore teacher soft labels whose top probability is below this",
+    "time_limit_s": "stop after the epoch that crosses this many seconds of training (0: no limit; best epoch kept)",
 }
 _MODEL_FLAGS = {
     "width": "layer width multiplier",

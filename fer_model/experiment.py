@@ -100,11 +100,9 @@ def run_one(
     *,
     dataset_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
-    time_limit_s: float | None = None,
     machine: str | None = None,
 ) -> dict[str, Any]:
     """Train, save, evaluate one run; write and return its result row."""
-    from fer_model.callbacks import TimeLimit
     from fer_model.evaluation import evaluate
     from fer_model.train_run import save_fit
     from fer_model.training import fit
@@ -112,9 +110,8 @@ def run_one(
     run_dir = Path(out_dir) / spec.name
     dataset = load_dataset(dataset_dir)
     view = labelled_view(dataset, spec.model_config.tasks)
-    callbacks = [TimeLimit(time_limit_s)] if time_limit_s else []
     started = time.monotonic()
-    result = fit(view, model_config=spec.model_config, train_config=spec.train_config, callbacks=callbacks)
+    result = fit(view, model_config=spec.model_config, train_config=spec.train_config)
     seconds = time.monotonic() - started
     # The artifact records the full dataset's hash: it is what the model is evaluated against.
     saved = save_fit(result, dataset=dataset, out_dir=run_dir / "model", model_config=spec.model_config,

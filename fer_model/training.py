@@ -79,6 +79,10 @@ class TrainConfig(Settings):
             so validation and the saved model do not use moving averages that lag the weights; 0
             keeps Keras' moving averages. Costs one inference pass per BN layer over the sample: about
             4 s per validation for 1,024 faces at width 0.25 on 2 CPU cores.
+        time_limit_s: Stop after the epoch that crosses this many seconds of training (0 = no limit),
+            with the best epoch restored as usual. The clock starts after the first training step
+            (tracing and XLA compilation do not count) and restarts when a run resumes. Sizes a run
+            by the machine's measured speed rather than by a guessed epoch count (the demo's budget).
     """
 
     epochs: int = 100
@@ -104,6 +108,7 @@ class TrainConfig(Settings):
     distill_temperature: float = 1.0
     distill_threshold: float = 0.0
     bn_recalibration_samples: int = 1024
+    time_limit_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -128,6 +133,8 @@ class TrainConfig(Settings):
         if self.schedule != "plateau" and self.warmup_epochs >= self.epochs:
             raise ConfigError(f"`warmup_epochs` ({self.warmup_epochs}) must be below `epochs` ({self.epochs}) "
                               "so the schedule has epochs left to decay")
+        if not is_number(self.time_limit_s) or not self.time_limit_s >= 0:
+            raise ConfigError(f"`time_limit_s` must be a finite number >= 0 (0 = no limit), got {self.time_limit_s!r}")
         if not is_number(self.weight_decay) or not self.weight_decay >= 0:
             raise ConfigError(f"`weight_decay` must be a finite number >= 0, got {self.weight_decay!r}")
         if not is_number(self.distill_weight) or not self.distill_weight >= 0:
@@ -414,7 +421,8 @@ def _fingerprint(*, model_config: ModelConfig, train_config: TrainConfig, arrays
 
     # The distillation settings and targets count only when teachers are in play, so a run without
     # them keeps the fingerprint (and resumes the checkpoints) it had before they existed.
-    ignored = {"verbose"} if arrays.soft_tasks else {"verbose", *_DISTILL_FIELDS}
+    # A time limit says when to stop, not how to train: a resumed run may get a new budget.
+    ignored = {"verbose", "time_limit_s"} if arrays.soft_tasks else {"verbose", "time_limit_s", *_DISTILL_FIELDS}
     settings = {k: v for k, v in asdict(train_config).items() if k not in ignored}
     identity: list[Any] = [asdict(model_config), settings, len(arrays.x_train), len(arrays.x_val)]
     if arrays.soft_tasks:
@@ -490,6 +498,10 @@ def _callbacks(*, model_config: ModelConfig, train_config: TrainConfig, batches:
         stateful["lr_floor"] = learning_rate_floor(train_config.min_lr)
     stateful["early_stopping"] = early_stopping
     ours: list[keras.callbacks.Callback] = [EpochSync(batches), *stateful.values()]
+    if train_config.time_limit_s:
+        from fer_model.callbacks import TimeLimit
+
+        ours.append(TimeLimit(train_config.time_limit_s))
     if train_config.bn_recalibration_samples:
         ours.insert(0, _recalibration(arrays, train_config))
     if train_config.verbose:

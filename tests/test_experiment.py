@@ -1,5 +1,6 @@
 """The real-faces comparison machinery, on the synthetic sample dataset."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -52,10 +53,12 @@ def test_run_one_trains_scores_and_tabulates(sample_dataset_dir, tmp_path):
     assert f"{100 * row['emotion_accuracy']:.2f}" in line
 
 
-def test_time_limit_stops_after_the_first_epoch_past_the_budget(sample_dataset_dir, tmp_path):
+def test_time_limit_of_the_recipe_stops_a_run_after_the_first_epoch_past_it(sample_dataset_dir, tmp_path):
     spec = _runs(epochs=50)["single_task"]
-    row = run_one(spec, dataset_dir=sample_dataset_dir, out_dir=tmp_path, time_limit_s=1e-6)
+    spec = dataclasses.replace(spec, train_config=dataclasses.replace(spec.train_config, time_limit_s=1e-6))
+    row = run_one(spec, dataset_dir=sample_dataset_dir, out_dir=tmp_path)
     assert row["epochs_run"] == 1
+    assert row["training"]["time_limit_s"] == 1e-6  # the result row records the budget it ran under
 
 
 def test_table_without_results_says_how_to_make_them(tmp_path):

@@ -40,6 +40,7 @@ EQUAL_WEIGHTS = {t: 1.0 for t in TASK_NAMES}
         ({"loss_weights": {"mood": 1.0}}, r"unknown task 'mood'"),
         ({"verbose": 3}, r"`verbose` must be 0, 1 or 2"),
         ({"mixed_precision": "yes"}, r"`mixed_precision` must be a bool"),
+        ({"time_limit_s": -1.0}, r"`time_limit_s` must be a finite number >= 0"),
     ],
 )
 def test_train_config_rejects_bad_values(kwargs: dict, match: str) -> None:
@@ -230,6 +231,18 @@ def test_learning_rate_floor_stops_training() -> None:
     # History logs the rate each epoch ran with; the final reduction happens after the last epoch.
     np.testing.assert_allclose(result.history["learning_rate"], [1e-3, 1e-3, 1e-4], rtol=1e-5)
     assert float(result.model.optimizer.learning_rate.numpy()) == pytest.approx(1e-5, rel=1e-5)
+
+
+def test_time_limit_stops_after_the_epoch_that_crosses_it() -> None:
+    dataset = pattern_dataset(n_train=64, n_val=16, seed=5)
+    model_config = ModelConfig(width=0.25, tasks=("emotion",))
+    # Any positive budget is crossed within the first epoch, so training stops after it ...
+    limited = fit(dataset, model_config=model_config,
+                  train_config=TrainConfig(epochs=4, time_limit_s=1e-6, verbose=0))
+    assert len(limited.history["loss"]) == 1
+    # ... while 0 means no limit: the same run goes on to its epoch count.
+    unlimited = fit(dataset, model_config=model_config, train_config=TrainConfig(epochs=2, verbose=0))
+    assert len(unlimited.history["loss"]) == 2
 
 
 def test_untrained_classes_lists_only_tasks_with_some_labels() -> None:
