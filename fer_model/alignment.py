@@ -478,8 +478,9 @@ class AlignPool:
 
     Each worker builds one `FaceAligner` (cascades, and BlazeFace with its interpreter and a
     TensorFlow import, ~3 s CPU) and keeps it: `fer-mtl prepare` aligns a large source in many
-    batches, and a pool per batch paid that start-up again for each. With `workers=1` batches are
-    aligned in this process. Use as a context manager, or call `close()`.
+    batches, and a pool per batch paid that start-up again for each. `align` waits for a batch;
+    `submit` returns at once, so the caller can read the next batch meanwhile. With `workers=1`
+    batches are aligned in this process. Use as a context manager, or call `close()`.
 
     Args:
         config: Alignment settings (default `AlignConfig()`).
