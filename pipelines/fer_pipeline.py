@@ -165,8 +165,7 @@ def _prepare_step(*, sources: Any, fingerprint: Any, sample_n: Any, align_config
                   workers: Any, seed: Any, images: PipelineImages, policy: TaskPolicy) -> Any:
     prep = prepare(
         sources=sources, sample_n=sample_n, align_config=align_config, split_mode=split_mode, limit=limit,
-        workers=workers,
-        seed=seed, sources_fingerprint=fingerprint,
+        workers=workers, seed=seed, sources_fingerprint=fingerprint,
     ).set_display_name("prepare dataset")
     return _configure(prep, "prepare", image=images.cpu, policy=policy)
 
