@@ -11,7 +11,7 @@ def prepare(
     dataset: Output[Dataset],
     sources: str = "",
     sample_n: int = 0,
-    align: bool = True,
+    align_config: str = "",
     split_mode: str = "official",
     limit: int = 0,
     workers: int = 1,
@@ -26,7 +26,9 @@ def prepare(
             "fer2013-csv:gs://bucket/fer2013.csv,rafdb:gs://bucket/RAF-DB/basic".
         sample_n: When > 0, generate this many synthetic faces (FER2013 CSV + RAF-DB) and use them
             (added to `sources`, which may then be empty): a pipeline that runs with no data.
-        align: Detect eyes and level them (False: only crop and resize).
+        align_config: `AlignConfig` as a JSON object (eye_alignment, crop_eyes, detector, ...);
+            "" = its defaults. `{"crop_eyes": "blazeface"}` finds face crops' eyes ~4x faster
+            than the default Haar cascade.
         split_mode: "official" (each dataset's own splits) or "paper" (random 90/10).
         limit: Keep at most this many records per source (0: all).
         workers: Alignment worker processes.
@@ -54,7 +56,7 @@ def prepare(
         prepare_dataset(
             sources=specs,
             out_dir=dataset.path,
-            align=AlignConfig(eye_alignment=align),
+            align=AlignConfig.from_json(align_config),
             workers=workers,
             seed=seed,
             split_mode=split_mode,

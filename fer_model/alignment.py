@@ -25,7 +25,7 @@ import multiprocessing
 import os
 import typing
 from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -447,13 +447,40 @@ def _align_item(aligner: FaceAligner, item: np.ndarray | bytes, is_face_crop: bo
     return faces[0] if faces else AlignResult.failed("no face detected")
 
 
+class AlignJob:
+    """One batch given to an `AlignPool`: in flight in its workers, or waiting to run in this process."""
+
+    def __init__(self, *, futures: Sequence[Future[list[AlignResult]]] = (),
+                 items: Sequence[tuple[np.ndarray | bytes, bool]] = (), aligner: FaceAligner | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self._futures = list(futures)
+        self._items = list(items)
+        self._aligner = aligner
+        self._max_pixels = max_pixels
+
+    def results(self, progress: Callable[[int], None] | None = None) -> list[AlignResult]:
+        """The batch's results, in input order, once aligned; `progress` as in `align_batch`."""
+        report = progress or (lambda n: None)
+        results: list[AlignResult] = []
+        for item, crop in self._items:
+            results.append(_align_item(self._aligner, item, crop, self._max_pixels))  # type: ignore[arg-type]
+            report(1)
+        # Chunks are collected in order as they finish, so progress moves while the pool works.
+        for future in self._futures:
+            chunk_results = future.result()
+            results.extend(chunk_results)
+            report(len(chunk_results))
+        return results
+
+
 class AlignPool:
     """Aligns batches of images in `workers` processes that start once and serve every batch.
 
     Each worker builds one `FaceAligner` (cascades, and BlazeFace with its interpreter and a
     TensorFlow import, ~3 s CPU) and keeps it: `fer-mtl prepare` aligns a large source in many
-    batches, and a pool per batch paid that start-up again for each. With `workers=1` batches are
-    aligned in this process. Use as a context manager, or call `close()`.
+    batches, and a pool per batch paid that start-up again for each. `align` waits for a batch;
+    `submit` returns at once, so the caller can read the next batch meanwhile. With `workers=1`
+    batches are aligned in this process. Use as a context manager, or call `close()`.
 
     Args:
         config: Alignment settings (default `AlignConfig()`).
@@ -492,27 +519,32 @@ class AlignPool:
         progress: Callable[[int], None] | None = None,
     ) -> list[AlignResult]:
         """Align one batch, in order; the arguments are `align_batch`'s."""
+        return self.submit(images, is_face_crop=is_face_crop, chunk_size=chunk_size).results(progress)
+
+    def submit(
+        self,
+        images: Sequence[np.ndarray | bytes],
+        *,
+        is_face_crop: bool | Sequence[bool],
+        chunk_size: int | None = None,
+    ) -> AlignJob:
+        """Start aligning one batch and return at once; `AlignJob.results` waits for it.
+
+        With workers, the batch is aligned while the caller goes on (reading the next batch, say);
+        with `workers=1` it is aligned in this process when its results are asked for.
+        """
         crops = [is_face_crop] * len(images) if isinstance(is_face_crop, bool) else list(is_face_crop)
         if len(crops) != len(images):
             raise ConfigError(f"`is_face_crop` has {len(crops)} values for {len(images)} images")
         items = list(zip(images, crops, strict=True))
-        report = progress or (lambda n: None)
         if self.workers == 1 or len(items) <= 1:
             if self._aligner is None:
                 self._aligner = FaceAligner(self.config)
-            results = []
-            for item, crop in items:
-                results.append(_align_item(self._aligner, item, crop, self.max_pixels))
-                report(1)
-            return results
+            return AlignJob(items=items, aligner=self._aligner, max_pixels=self.max_pixels)
         size = chunk_size or max(1, min(512, math.ceil(len(items) / (self.workers * 4))))
-        chunks = [items[i : i + size] for i in range(0, len(items), size)]
-        results = []
-        # map yields the chunks in order as they finish, so progress moves while the pool works.
-        for chunk_results in self._pool().map(_align_chunk, chunks, [self.max_pixels] * len(chunks)):
-            results.extend(chunk_results)
-            report(len(chunk_results))
-        return results
+        pool = self._pool()
+        futures = [pool.submit(_align_chunk, items[i : i + size], self.max_pixels) for i in range(0, len(items), size)]
+        return AlignJob(futures=futures)
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:

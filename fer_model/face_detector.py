@@ -65,6 +65,8 @@ _MODELS: dict[str, _ModelSpec] = {
 _SCORE_CLIP = 100.0
 # Keypoint rows in the model output: 6 keypoints of (x, y) after the 4 box values.
 _NUM_KEYPOINTS = 6
+# Raw scores this far below the threshold's logit still get the exact sigmoid test (float rounding).
+_LOGIT_MARGIN = 1e-3
 
 
 @dataclass(frozen=True)
@@ -156,20 +158,29 @@ def decode(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, *
     Coordinates are normalised to the model input. Raw box values are (x centre, y centre, w, h)
     offsets in input pixels from the anchor centre, then the keypoints' (x, y) offsets.
     """
-    scores = 1.0 / (1.0 + np.exp(-np.clip(raw_scores.reshape(-1).astype(np.float64), -_SCORE_CLIP, _SCORE_CLIP)))
-    keep = scores >= min_score
+    raw_scores = raw_scores.reshape(-1)
+    # The sigmoid is monotonic, so only raw scores near or above the threshold's logit can pass it:
+    # the exact test below then runs on those few anchors of the 896, not on all of them.
+    near = np.flatnonzero(raw_scores >= _logit(min_score) - _LOGIT_MARGIN)
+    scores = 1.0 / (1.0 + np.exp(-np.clip(raw_scores[near].astype(np.float64), -_SCORE_CLIP, _SCORE_CLIP)))
+    passed = scores >= min_score
+    keep = near[passed]
     raw = raw_boxes.reshape(-1, 4 + 2 * _NUM_KEYPOINTS)[keep] / size
     centre = anchors[keep]
     cx, cy = raw[:, 0] + centre[:, 0], raw[:, 1] + centre[:, 1]
     half_w, half_h = raw[:, 2] / 2, raw[:, 3] / 2
     boxes = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1)
     keypoints = raw[:, 4:].reshape(-1, _NUM_KEYPOINTS, 2) + centre[:, np.newaxis, :]
-    return boxes, keypoints, scores[keep]
+    return boxes, keypoints, scores[passed]
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
 
 
 def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    ix = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
+    ix = np.maximum(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0)
+    iy = np.maximum(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0)
     inter = ix * iy
     area = (box[2] - box[0]) * (box[3] - box[1])
     areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
@@ -194,7 +205,8 @@ def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, *
         cluster = remaining & (_iou(boxes[i], boxes) > iou_threshold)
         cluster[i] = True
         weights = scores[cluster] / scores[cluster].sum()
-        merged.append((weights @ boxes[cluster], np.tensordot(weights, keypoints[cluster], axes=1), float(scores[i])))
+        points = weights @ keypoints[cluster].reshape(len(weights), -1)  # np.tensordot's sum, without its overhead
+        merged.append((weights @ boxes[cluster], points.reshape(keypoints.shape[1:]), float(scores[i])))
         remaining &= ~cluster
     return merged
 
@@ -273,11 +285,13 @@ class BlazeFaceDetector:
         Raises:
             DataError: not a uint8 image of one of those shapes.
         """
+        import cv2
+
         size = self._spec.size
         tensor, scale, pad_x, pad_y = _letterbox(image, size)
         faces = self._run(tensor)
         if self.flip_eyes and faces:
-            faces = _with_mirror_eyes(faces, self._run(np.ascontiguousarray(tensor[:, :, ::-1])))
+            faces = _with_mirror_eyes(faces, self._run(cv2.flip(tensor[0], 1)[np.newaxis]))
         found = []
         for box, eyes, score in faces:
             # Normalised model coordinates -> model pixels -> input pixels (undo the letterbox).

@@ -27,6 +27,7 @@ from kfp import dsl
 from components import deploy, evaluate, gate, prepare, select_best, teach, train, tune_worker, worker_indices
 from components._images import CPU_IMAGE, GPU_IMAGE, PREDICTOR_IMAGE
 from fer_model._settings import Settings, defaults
+from fer_model.alignment import AlignConfig
 from fer_model.errors import ConfigError
 from fer_model.model import ModelConfig
 from fer_model.release.deploy import Resources
@@ -140,7 +141,8 @@ def _on_gpu(task: Any, *, image: str, node_selector: Any, tolerations: Any) -> A
 #: the dataclasses' own; `tune_config` holds every `TuneConfig` field but the study name and
 #: storage, which the run supplies (its id, `tuning_storage`).
 STEP_CONFIGS: MappingProxyType[str, type[Settings]] = MappingProxyType(
-    {"model_config": ModelConfig, "train_config": TrainConfig, "tune_config": TuneConfig, "teach_config": TeachConfig}
+    {"align_config": AlignConfig, "model_config": ModelConfig, "train_config": TrainConfig, "tune_config": TuneConfig,
+     "teach_config": TeachConfig}
 )
 # Stand-ins for the run-time study fields, only so a `tune_config` can be validated before a run.
 _RUN_FILLS = {"study_name": "pipeline-run", "storage": "pipeline-run.journal"}
@@ -159,11 +161,11 @@ def _default_json(name: str) -> str:
     return step_config_json(name, defaults(STEP_CONFIGS[name]))
 
 
-def _prepare_step(*, sources: Any, fingerprint: Any, sample_n: Any, align: Any, split_mode: Any, limit: Any,
+def _prepare_step(*, sources: Any, fingerprint: Any, sample_n: Any, align_config: Any, split_mode: Any, limit: Any,
                   workers: Any, seed: Any, images: PipelineImages, policy: TaskPolicy) -> Any:
     prep = prepare(
-        sources=sources, sample_n=sample_n, align=align, split_mode=split_mode, limit=limit, workers=workers,
-        seed=seed, sources_fingerprint=fingerprint,
+        sources=sources, sample_n=sample_n, align_config=align_config, split_mode=split_mode, limit=limit,
+        workers=workers, seed=seed, sources_fingerprint=fingerprint,
     ).set_display_name("prepare dataset")
     return _configure(prep, "prepare", image=images.cpu, policy=policy)
 
@@ -265,7 +267,7 @@ def build_pipeline(
         sources: str = "",
         sources_fingerprint: str = "",
         sample_n: int = 0,
-        align: bool = True,
+        align_config: str = _default_json("align_config"),
         split_mode: str = "official",
         limit: int = 0,
         prepare_workers: int = 4,
@@ -291,7 +293,8 @@ def build_pipeline(
     ) -> None:
         """Parameters: `sources` comma-separated KIND:PATH (PATH local or gs://); `sources_fingerprint`
         what is there now (filled in by `fer-mtl pipeline run/submit`; it keys prepare's cache); `sample_n` > 0
-        adds that many generated faces; `seed` seeds the data split; `model_config`,
+        adds that many generated faces; `seed` seeds the data split; `align_config` is a JSON object of
+        AlignConfig fields (how prepare levels faces: `crop_eyes` "blazeface" is the fast one); `model_config`,
         `train_config` and `tune_config` are JSON objects of ModelConfig, TrainConfig and
         TuneConfig fields (the train and tune steps get the same model and training settings;
         `train_config`'s loss weights are used when no tuning trial completes); `tune_config`'s
@@ -305,8 +308,8 @@ def build_pipeline(
         tolerations)."""
         gpu = {"node_selector": gpu_node_selector, "tolerations": gpu_tolerations}
         prep = _prepare_step(
-            sources=sources, fingerprint=sources_fingerprint, sample_n=sample_n, align=align, split_mode=split_mode,
-            limit=limit, workers=prepare_workers, seed=seed, **steps,
+            sources=sources, fingerprint=sources_fingerprint, sample_n=sample_n, align_config=align_config,
+            split_mode=split_mode, limit=limit, workers=prepare_workers, seed=seed, **steps,
         )
         taught = _teach_step(dataset=prep.outputs["dataset"], teachers=teachers, teach_config=teach_config, **steps)
         dataset = taught.outputs["taught"]

@@ -61,9 +61,35 @@ def test_prepare_reads_listed_sources(tmp_path: Path) -> None:
 
     written = write_sample_data(tmp_path / "raw", n=14, seed=2)
     out = _artifact(dsl.Dataset, tmp_path, "dataset")
-    prepare.python_func(dataset=out, sources=" , ".join(written["sources"]) + ",", align=False)
+    prepare.python_func(dataset=out, sources=" , ".join(written["sources"]) + ",",
+                        align_config=json.dumps({"eye_alignment": False}))
     assert out.metadata["sources"] == written["sources"]
-    assert {s["kind"] for s in load_dataset(out.path).manifest["sources"]} >= {"fer2013-csv", "rafdb"}
+    manifest = load_dataset(out.path).manifest
+    assert {s["kind"] for s in manifest["sources"]} >= {"fer2013-csv", "rafdb"}
+    assert manifest["alignment"]["config"]["eye_alignment"] is False
+    assert all(s["eyes_found"] == 0 for s in manifest["alignment"]["per_source"].values())
+
+
+def test_prepare_finds_crop_eyes_as_its_align_config_says(tmp_path: Path) -> None:
+    from fer_model.sample_data import write_sample_data
+
+    written = write_sample_data(tmp_path / "raw", n=14, seed=2)
+    fer2013 = [s for s in written["sources"] if s.startswith("fer2013-csv:")]
+    faces = {}
+    for crop_eyes in ("haar", "blazeface"):
+        out = _artifact(dsl.Dataset, tmp_path, crop_eyes)
+        prepare.python_func(dataset=out, sources=",".join(fer2013), align_config=json.dumps({"crop_eyes": crop_eyes}))
+        ds = load_dataset(out.path)
+        assert ds.manifest["alignment"]["config"]["crop_eyes"] == crop_eyes
+        faces[crop_eyes] = np.array(ds.images)
+    # The setting reached the aligner, not only the manifest: other eyes, other rotations.
+    assert faces["haar"].shape == faces["blazeface"].shape and not np.array_equal(faces["haar"], faces["blazeface"])
+
+
+def test_prepare_refuses_an_unknown_align_setting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown AlignConfig settings"):
+        prepare.python_func(dataset=_artifact(dsl.Dataset, tmp_path, "dataset"), sample_n=14,
+                            align_config=json.dumps({"crop_eye": "blazeface"}))
 
 
 def test_prepare_without_sources_is_a_config_error(tmp_path: Path) -> None:

@@ -225,7 +225,7 @@ def test_unpinned_image_is_rejected() -> None:
     [
         ({"sample_n": "3", "min_emotion_accuracy": "0.5", "deploy_model": "yes", "sources": "a:b,c:d"},
          {"sample_n": 3, "min_emotion_accuracy": 0.5, "deploy_model": True, "sources": "a:b,c:d"}),
-        ({"align": False, "min_emotion_accuracy": 1}, {"align": False, "min_emotion_accuracy": 1.0}),
+        ({"deploy_model": False, "min_emotion_accuracy": 1}, {"deploy_model": False, "min_emotion_accuracy": 1.0}),
     ],
 )
 def test_params_are_coerced_to_the_pipeline_types(raw: dict[str, Any], expected: dict[str, Any]) -> None:
@@ -243,6 +243,24 @@ def test_step_config_defaults_are_the_dataclass_defaults(spec: dict[str, Any]) -
     assert json.loads(inputs["model_config"]["defaultValue"]) == ModelConfig().to_dict()
     tune = json.loads(inputs["tune_config"]["defaultValue"])
     assert tune["epochs"] == 10 and tune["width"] is None and "study_name" not in tune
+
+
+def test_prepare_gets_the_align_config_whose_defaults_are_the_dataclass_defaults(spec: dict[str, Any]) -> None:
+    from fer_model.alignment import AlignConfig
+
+    default = spec["root"]["inputDefinitions"]["parameters"]["align_config"]["defaultValue"]
+    assert json.loads(default) == AlignConfig().to_dict()
+    prepare_in = _all_tasks(spec)["prepare"]["inputs"]["parameters"]
+    assert prepare_in["align_config"] == {"componentInputParameter": "align_config"}
+
+
+def test_align_config_fields_are_set_one_at_a_time_and_checked() -> None:
+    from pipelines.runner import coerce_params
+
+    config = json.loads(coerce_params({"align_config.crop_eyes": "blazeface"})["align_config"])
+    assert config["crop_eyes"] == "blazeface" and config["eye_alignment"] is True
+    with pytest.raises(ConfigError, match="`crop_eyes` must be one of"):
+        coerce_params({"align_config.crop_eyes": "dlib"})
 
 
 def test_tune_and_train_steps_get_the_same_recipe(spec: dict[str, Any]) -> None:

@@ -94,9 +94,48 @@ def test_alignment_reports_progress_with_counts_rate_and_eta(small_sample, tmp_p
 
 def test_workers_give_the_same_dataset(small_sample, tmp_path):
     one = load_dataset(prepare_dataset(sources=small_sample["sources"], out_dir=tmp_path / "a", workers=1))
-    two = load_dataset(prepare_dataset(sources=small_sample["sources"], out_dir=tmp_path / "b", workers=2))
+    # Chunks of 4: several in flight in turn, each read while the one before is aligned.
+    two = load_dataset(prepare_dataset(sources=small_sample["sources"], out_dir=tmp_path / "b", workers=2,
+                                       chunk_size=4))
     assert np.array_equal(one.images, two.images)
     assert one.manifest["rejects"] == two.manifest["rejects"]
+
+
+class _RecordingPool:
+    """Stands in for AlignPool: logs when each chunk is handed over and when its results are taken."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+
+    def submit(self, images, *, is_face_crop):
+        n = sum("submit" in e for e in self.log) + 1
+        self.log.append(f"submit {n}")
+        pool = self
+
+        class Job:
+            def results(self, progress):
+                pool.log.append(f"results {n}")
+                return [prepare_module.AlignResult.failed("undecodable") for _ in images]
+
+        return Job()
+
+
+def test_each_chunk_is_handed_over_before_the_previous_one_is_collected(small_sample, tmp_path):
+    from fer_model.progress import Progress
+    from fer_model.readers import read_source
+
+    spec = SourceSpec.parse(small_sample["sources"][0])
+    run = prepare_module._SourceRun(spec=spec, local_path=Path(spec.path), progress=Progress("t", every_s=1e9))
+    pool = _RecordingPool()
+    prepare_module._read_and_align(run, read_source(spec), pool=pool, chunk_size=4)
+    chunks = sum("submit" in e for e in pool.log)
+    assert chunks >= 3
+    # Reading chunk n+1 overlaps aligning chunk n: n+1 is handed over before n is waited for.
+    expected = ["submit 1"] + [e for n in range(2, chunks + 1) for e in (f"submit {n}", f"results {n - 1}")]
+    assert pool.log == [*expected, f"results {chunks}"]
+    # Every record was aligned once; the rest are the reader's own rejects.
+    reader_rejects = sum(not r.reason.startswith("undecodable image") for r in run.rejects)
+    assert len(run.all_results) + reader_rejects == run.inputs
 
 
 def test_no_eye_alignment_and_paper_split(small_sample, tmp_path):
