@@ -100,7 +100,7 @@ def run_demo(out: Path, *, preexec: Callable[[], None] | None = None) -> DemoRun
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"the demo failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    found = re.search(r"^test accuracy \(\d+ samples\): emotion ([0-9.]+)", done.stdout, re.M)
+    found = re.search(r"^\s*test accuracy \(\d+ samples\): emotion ([0-9.]+)", done.stdout, re.M)
     if found is None:
         raise SystemExit(f"the demo printed no test emotion accuracy:\n{done.stdout[-3000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
