@@ -181,7 +181,8 @@ def _concurrent(endpoint: str, body: str, *, clients: int, cap: int, seconds: fl
             "p50_ms": p50, "p99_ms": p99}
 
 
-def _figures(run: Run, times: dict[str, list[float]], loads: dict[int, dict[str, float]], rss: float) -> None:
+def _figures(run: Run, times: dict[str, list[float]], loads: dict[int, dict[str, float]],
+             rss: tuple[float, float]) -> None:
     p = {name: _percentiles(values) for name, values in times.items()}
     run.add(Figure("serve p50, 640x480 JPEG, 4 tasks", p["server"][0], "ms", baseline="fer recipe (TFLite, 1 task)",
                    baseline_value=p["fer_tflite"][0], higher_is_better=False))
@@ -191,11 +192,17 @@ def _figures(run: Run, times: dict[str, list[float]], loads: dict[int, dict[str,
                    baseline_value=p["fer_keras"][0], higher_is_better=False))
     run.add(Figure("serve p50 over in-process Predictor p50", p["server"][0], "ms", baseline="Predictor.predict",
                    baseline_value=p["direct"][0], higher_is_better=False))
+    # The peer answers one request at a time in its own process: its throughput is 1000 / its p50.
+    fer_per_s = 1000.0 / p["fer_tflite"][0]
     for clients, load in loads.items():
         run.add(Figure(f"serve, {clients} concurrent clients ({load['errors']:.0f} errors)", load["requests_per_s"],
-                       "req/s"))
-        run.add(Figure(f"serve, {clients} concurrent clients, p50", load["p50_ms"], "ms"))
-    run.add(Figure("server RSS", rss, "MB"))
+                       "req/s", baseline="fer recipe, one request at a time", baseline_value=fer_per_s))
+        run.add(Figure(f"serve, {clients} concurrent clients, p50", load["p50_ms"], "ms",
+                       baseline="serve p50, one request at a time", baseline_value=p["server"][0],
+                       higher_is_better=False))
+    warm, after = rss
+    run.add(Figure("server RSS after the concurrent phases", after, "MB", baseline="after warm-up",
+                   baseline_value=warm, higher_is_better=False))
 
 
 def main() -> int:
@@ -226,10 +233,11 @@ def main() -> int:
             assert first.status_code == 200 and len(first.json()["predictions"][0]["faces"]) == 1, first.text
             times = _sequential(endpoint, body, jpeg, model_dir=model_dir, detector=args.detector,
                                 requests_n=args.requests)
+            warm_rss = _rss_mb(process.pid)
             run.settings["server_predict_mean_ms"] = _mean_predict_ms(requests.get(f"{url}/metrics", timeout=10).text)
             loads = {c: _concurrent(endpoint, body, clients=c, cap=args.concurrent_requests, seconds=args.seconds)
                      for c in (int(n) for n in args.clients.split(","))}
-            rss = _rss_mb(process.pid)
+            rss = (warm_rss, _rss_mb(process.pid))
         finally:
             process.terminate()
             process.wait(timeout=30)
