@@ -30,6 +30,19 @@ def parse_tasks(text: str) -> tuple[str, ...]:
     return tasks
 
 
+def parse_dropout(text: str) -> tuple[float, float, float, float]:
+    """Parse "0.3" (every layer) or "0.6,0.5,0.4,0.4" -> four rates; ModelConfig checks their range."""
+    try:
+        rates = [float(r) for r in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--dropout must be one rate or four comma-separated rates, got {text!r}") from None
+    if len(rates) == 1:
+        rates *= 4
+    if len(rates) != 4:
+        raise ConfigError(f"--dropout must be one rate or four comma-separated rates, got {len(rates)}: {text!r}")
+    return (rates[0], rates[1], rates[2], rates[3])
+
+
 _TRAIN_FLAGS = {
     "epochs": "maximum epochs",
     "batch_size": "batch size",
@@ -79,6 +92,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="TASK=WEIGHT,... (or a JSON object) overriding the paper's (emotion=2,gender=0.1,race=1.5,age=4)",
     )
+    parser.add_argument(
+        "--dropout", default=None,
+        help="dropout after the three conv blocks and the dense layer: one rate, or four comma-separated "
+        "(default: the paper's " + ",".join(str(r) for r in field_default(ModelConfig, "dropout")) + ")",
+    )
     parser.add_argument("--init-weights", default=None,
                         help="start from this .keras model or model artifact (layers matched by name)")
     parser.add_argument("--resume", action="store_true",
@@ -96,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
 
     # Configs are validated before TensorFlow is imported, so a bad flag fails fast.
     model_config = ModelConfig(tasks=parse_tasks(args.tasks), **settings_from(args, _MODEL_FLAGS))
+    if args.dropout is not None:
+        model_config = dataclasses.replace(model_config, dropout=parse_dropout(args.dropout))
     train_config = TrainConfig(**settings_from(args, _TRAIN_FLAGS))
     if args.loss_weights is not None:
         weights = parse_loss_weights(args.loss_weights, name="--loss-weights")

@@ -114,6 +114,10 @@ FER_ERRORS = {
     "train-bad-tasks": ("train --dataset {dataset} --out {out} --tasks emotion,mood", "unknown task"),
     "train-bad-loss-weights": ("train --dataset {dataset} --out {out} --loss-weights emotion=x", "not a number"),
     "train-bad-width": ("train --dataset {dataset} --out {out} --width -1", "`width` must be > 0"),
+    "train-bad-dropout": ("train --dataset {dataset} --out {out} --dropout 0.5,0.5", "one rate or four"),
+    "train-dropout-not-a-number": ("train --dataset {dataset} --out {out} --dropout high", "one rate or four"),
+    "train-dropout-out-of-range": ("train --dataset {dataset} --out {out} --dropout 1.5",
+                                   r"`dropout` rates must be in \[0, 1\)"),
     "train-bad-distill-threshold": ("train --dataset {dataset} --out {out} --distill-threshold 2",
                                     r"`distill_threshold` must be in \[0, 1\]"),
     "teach-missing-dataset": ("teach --dataset {missing} --teacher emotion={missing} --out {out}",
@@ -245,6 +249,13 @@ def test_console_script_corrupt_image(paths):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"fer-mtl predict: error: image {paths['garbage_jpg']}: not a recognised image format")
+
+
+def test_dropout_flag_takes_one_rate_or_four():
+    from fer_cli.train import parse_dropout
+
+    assert parse_dropout("0.25") == (0.25, 0.25, 0.25, 0.25)
+    assert parse_dropout("0.6,0.5,0.4,0.3") == (0.6, 0.5, 0.4, 0.3)
 
 
 @pytest.mark.parametrize(
