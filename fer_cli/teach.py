@@ -17,6 +17,8 @@ _TEACH_FLAGS = {
     "threshold": "give no target where the teacher's top probability is below this",
     "batch_size": "faces per forward pass",
     "flip_average": "average each face's teacher probabilities with its mirror image's",
+    "align_distribution": "reweight the teacher's probabilities per class so their mean over the faces it labels "
+    "matches the class shares of the task's true training labels (distribution alignment)",
 }
 
 

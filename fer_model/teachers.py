@@ -7,6 +7,12 @@ has no true label; its probabilities, softened at a temperature and kept only wh
 is confident enough, become the dataset's soft labels (dataset format 2), with their provenance
 in the manifest. Faces with true labels keep them and get no teacher target. Training then uses
 true labels where they exist and teacher targets elsewhere (`TrainConfig.distill_*`).
+
+A teacher trained on one source can be skewed on another: a UTKFace age head puts strongly
+expressive FER2013 faces in 0-3, because on UTKFace the crying, open-mouthed faces are babies'.
+Distribution alignment (Berthelot et al., ReMixMatch, arXiv 1911.09785) corrects the skew before
+it is taught: the teacher's probabilities over all the faces it labels are reweighted per class
+until their mean equals the class shares of the task's true training labels.
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ class TeachConfig(Settings):
             test splits stay judged on true labels alone.
         batch_size: Faces per forward pass.
         flip_average: Each face's probabilities are the mean of it and its mirror image's.
+        align_distribution: Reweight each task's teacher probabilities per class so that their mean
+            over the faces labelled equals the class shares of the task's true labels in the
+            train split (`align_to_prior`), before the threshold and temperature.
     """
 
     temperature: float = 1.0
@@ -52,6 +61,7 @@ class TeachConfig(Settings):
     splits: tuple[str, ...] = ("train",)
     batch_size: int = 256
     flip_average: bool = False
+    align_distribution: bool = False
 
     def __post_init__(self) -> None:
         if not is_number(self.temperature) or not self.temperature > 0:
@@ -64,6 +74,7 @@ class TeachConfig(Settings):
             raise ConfigError(f"`splits` must name some of {', '.join(SPLITS)}, got {list(self.splits)!r}")
         check_int("batch_size", self.batch_size, minimum=1)
         check_bool("flip_average", self.flip_average)
+        check_bool("align_distribution", self.align_distribution)
 
 
 def temper(probabilities: np.ndarray, temperature: float) -> np.ndarray:
@@ -80,6 +91,43 @@ def temper(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     scaled -= scaled.max(axis=1, keepdims=True)
     out = np.exp(scaled)
     return out / out.sum(axis=1, keepdims=True)
+
+
+def align_to_prior(probabilities: np.ndarray, prior: np.ndarray, *, tolerance: float = 1e-6,
+                   max_iterations: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """Reweight rows of class probabilities per class so that their mean is `prior`.
+
+    The fixed point of w <- w * prior / mean(normalise(p * w)) (the EM prior adjustment of
+    Saerens et al., 2002, with the prior given); rows are renormalised, so a face's classes keep
+    their order wherever the weights leave it unchanged. A class with no prior mass gets weight 0.
+
+    Returns:
+        (aligned float64 rows, the per-class weights).
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    target = np.asarray(prior, dtype=np.float64)
+    if target.shape != (p.shape[1],) or not np.all(target >= 0) or not target.sum() > 0:
+        raise ConfigError(f"a prior for distribution alignment needs {p.shape[1]} non-negative shares, got {prior!r}")
+    target = target / target.sum()
+    weights = np.where(target > 0, 1.0, 0.0)
+    aligned = p
+    for _ in range(max_iterations):
+        aligned = p * weights
+        aligned /= np.maximum(aligned.sum(axis=1, keepdims=True), np.finfo(np.float64).tiny)
+        mean = aligned.mean(axis=0)
+        if np.abs(mean - target).max() < tolerance:
+            break
+        weights = np.where(target > 0, weights * target / np.maximum(mean, np.finfo(np.float64).tiny), 0.0)
+        weights /= weights.max()
+    return aligned, weights
+
+
+def class_shares(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Share of each class among the true labels in `labels` (MISSING ignored)."""
+    known = np.asarray(labels)[np.asarray(labels) != MISSING]
+    if known.size == 0:
+        raise ConfigError("distribution alignment needs true labels of the task in the train split; there are none")
+    return np.bincount(known, minlength=num_classes).astype(np.float64) / known.size
 
 
 def teacher_fingerprint(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -102,15 +150,19 @@ def teacher_fingerprint(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class SoftLabels:
-    """One teacher's output for one task: the [N, classes] targets (NaN rows: none) and what was dropped."""
+    """One teacher's output for one task: the [N, classes] targets (NaN rows: none) and what was dropped.
+
+    `alignment` holds the prior and the per-class weights when the targets were distribution-aligned.
+    """
 
     targets: np.ndarray
     candidates: int
     below_threshold: int
+    alignment: dict[str, list[float]] | None = None
 
 
-def label_faces(model: Any, images: np.ndarray, indices: np.ndarray, *, task: str, config: TeachConfig
-                ) -> SoftLabels:
+def label_faces(model: Any, images: np.ndarray, indices: np.ndarray, *, task: str, config: TeachConfig,
+                prior: np.ndarray | None = None) -> SoftLabels:
     """Soft targets of `task` from `model` for `images[indices]`; every other row (and dropped ones) NaN.
 
     Args:
@@ -119,19 +171,26 @@ def label_faces(model: Any, images: np.ndarray, indices: np.ndarray, *, task: st
         indices: Rows to label.
         task: The head to read.
         config: Temperature, threshold, batch size, flip averaging.
+        prior: Class shares to align the probabilities to (`align_to_prior`) before the threshold; None: none.
     """
     from fer_model.predict import predict_probabilities
 
-    targets = np.full((len(images), get_task(task).num_classes), np.nan, dtype=np.float32)
-    below = 0
+    num_classes = get_task(task).num_classes
+    probs = np.empty((indices.size, num_classes), dtype=np.float64)
     for start in range(0, indices.size, config.batch_size):
         rows = indices[start:start + config.batch_size]
         batch = np.asarray(images[rows], dtype=np.uint8)[..., np.newaxis]
-        probs = predict_probabilities(model, batch, tasks=(task,), flip_average=config.flip_average)[task]
-        confident = probs.max(axis=1) >= config.threshold
-        below += int((~confident).sum())
-        targets[rows[confident]] = temper(probs[confident], config.temperature)
-    return SoftLabels(targets=targets, candidates=int(indices.size), below_threshold=below)
+        probs[start:start + rows.size] = predict_probabilities(
+            model, batch, tasks=(task,), flip_average=config.flip_average)[task]
+    alignment = None
+    if prior is not None and indices.size:
+        probs, weights = align_to_prior(probs, prior)
+        alignment = {"prior": [round(float(v), 6) for v in prior], "class_weights": [float(w) for w in weights]}
+    confident = probs.max(axis=1) >= config.threshold
+    targets = np.full((len(images), num_classes), np.nan, dtype=np.float32)
+    targets[indices[confident]] = temper(probs[confident], config.temperature)
+    return SoftLabels(targets=targets, candidates=int(indices.size), below_threshold=int((~confident).sum()),
+                      alignment=alignment)
 
 
 def unlabelled_indices(dataset: Dataset, task: str, splits: Sequence[str]) -> np.ndarray:
@@ -205,8 +264,12 @@ def _run_teacher(dataset: Dataset, *, task: str, model_dir: Path, config: TeachC
     from fer_model.model_artifact import load_model_artifact
 
     indices = unlabelled_indices(dataset, task, config.splits)
+    prior = None
+    if config.align_distribution:
+        train = dataset.indices("train")
+        prior = class_shares(np.asarray(dataset.labels[task])[train], get_task(task).num_classes)
     artifact = load_model_artifact(model_dir)
-    made = label_faces(artifact.model, dataset.images, indices, task=task, config=config)
+    made = label_faces(artifact.model, dataset.images, indices, task=task, config=config, prior=prior)
     logger.info("teacher %s labelled %d of %d faces without a true %s label (%d below threshold %s)", model_dir,
                 made.candidates - made.below_threshold, made.candidates, task, made.below_threshold, config.threshold)
     return made
@@ -219,6 +282,7 @@ def _provenance(dataset: Dataset, *, task: str, model_dir: Path, config: TeachCo
         "temperature": config.temperature,
         "threshold": config.threshold,
         "flip_average": config.flip_average,
+        "distribution_alignment": made.alignment,
         "faces": f"faces of splits {', '.join(config.splits)} without a true {task} label",
         "splits": list(config.splits),
         "candidates": made.candidates,

@@ -19,7 +19,7 @@ from fer_model.dataset import Dataset, load_dataset, sha256_file, write_dataset
 from fer_model.errors import ArtifactError, ConfigError
 from fer_model.records import SPLIT_CODES
 from fer_model.tasks import MISSING, TASK_NAMES
-from fer_model.teachers import TeachConfig, teach, temper
+from fer_model.teachers import TeachConfig, align_to_prior, teach, temper
 from fer_model.training import TrainConfig
 from tests._fixtures.models import pattern_images
 
@@ -205,6 +205,42 @@ def test_temperature_is_applied_and_recorded(sources_dir, teacher_dir, taught_di
     plain = load_dataset(taught_dir).soft_labels["emotion"][B_ROWS]
     np.testing.assert_allclose(warm.soft_labels["emotion"][B_ROWS], temper(plain, 2.0), atol=1e-5)
     assert warm.manifest["soft_labels"]["emotion"]["temperature"] == 2.0
+
+
+def test_align_to_prior_moves_the_mean_to_the_prior_and_keeps_confident_faces() -> None:
+    # A teacher that puts a third of the faces in class 0, where the true labels put 5%.
+    rng = np.random.default_rng(0)
+    skewed = rng.dirichlet([4.0, 3.0, 3.0], size=600)
+    skewed[:200] = rng.dirichlet([12.0, 1.0, 1.0], size=200)
+    prior = np.array([0.05, 0.55, 0.40])
+    aligned, weights = align_to_prior(skewed, prior)
+    np.testing.assert_allclose(aligned.mean(axis=0), prior, atol=1e-5)
+    np.testing.assert_allclose(aligned.sum(axis=1), 1.0)
+    assert weights[0] < weights[1] and weights[0] < weights[2]
+    assert (aligned.argmax(axis=1) == 0).mean() < (skewed.argmax(axis=1) == 0).mean() / 2
+    # Classes 1 and 2 keep their order on every face: one weight each, applied to every row.
+    np.testing.assert_array_equal(aligned[:, 1] > aligned[:, 2],
+                                  skewed[:, 1] * weights[1] > skewed[:, 2] * weights[2])
+    # Already aligned: unchanged. A class the prior never saw: weight 0.
+    np.testing.assert_allclose(align_to_prior(aligned, prior)[0], aligned, atol=1e-5)
+    assert align_to_prior(skewed, np.array([0.0, 0.5, 0.5]))[0][:, 0].max() == 0.0
+    with pytest.raises(ConfigError, match="needs 3 non-negative shares"):
+        align_to_prior(skewed, np.array([0.5, 0.5]))
+
+
+def test_aligned_teacher_targets_match_the_true_label_shares(sources_dir, teacher_dir, tmp_path) -> None:
+    out = teach(dataset_dir=sources_dir, teachers={"emotion": teacher_dir}, out_dir=tmp_path / "aligned",
+                config=TeachConfig(align_distribution=True))
+    taught = load_dataset(out)
+    train = taught.indices("train")
+    labels = taught.labels["emotion"][train]
+    shares = np.bincount(labels[labels != MISSING], minlength=7) / (labels != MISSING).sum()
+    np.testing.assert_allclose(taught.soft_labels["emotion"][B_ROWS].mean(axis=0), shares, atol=1e-4)
+    made = taught.manifest["soft_labels"]["emotion"]["distribution_alignment"]
+    np.testing.assert_allclose(made["prior"], shares, atol=1e-6)
+    assert len(made["class_weights"]) == 7
+    plain = teach(dataset_dir=sources_dir, teachers={"emotion": teacher_dir}, out_dir=tmp_path / "plain")
+    assert load_dataset(plain).manifest["soft_labels"]["emotion"]["distribution_alignment"] is None
 
 
 def test_cli_refuses_a_teacher_without_the_head(sources_dir, teacher_dir, tmp_path, capsys) -> None:
