@@ -33,8 +33,8 @@ _LIMITATIONS = """\
   UTKFace alone (masked losses). Emotion accuracy per *true* demographic group cannot be measured on
   these data; the table above groups by the model's *predicted* group, which inherits those heads' errors.
 - **Domain shift between the sources**: the gender, race and age heads learned from UTKFace's colour
-  200x200 crops and transfer imperfectly to FER2013's 48x48 gray faces (e.g. the 0-3 and 70+ age
-  bins are predicted there far more often than is plausible). Read the predicted-group table as a lens on the
+  200x200 crops and transfer imperfectly to FER2013's 48x48 gray faces (e.g. strongly expressive
+  adult faces put in the 0-3 or 70+ age bins). Read the predicted-group table as a lens on the
   heads as much as on emotion bias.
 - **Coarse, contested categories**: race has three classes (UTKFace's Indian and Others are unlabelled
   for race, so those faces are only seen by the other heads); gender is binary in the training data,
@@ -96,7 +96,9 @@ def render_model_card(model_dir: str | os.PathLike[str]) -> str:
         f"- Heads: {', '.join(config.tasks)}; loss weights "
         + ", ".join(f"{t} {w:g}" for t, w in config.loss_weights.items()),
         f"- Batch {training.get('batch_size')}, {_optimizer_line(training)}, "
-        f"augmentation {'on' if model.get('augment') else 'off'}, label smoothing {training.get('label_smoothing')}, "
+        f"augmentation {'on' if model.get('augment') else 'off'}, "
+        f"dropout {'/'.join(f'{r:g}' for r in model.get('dropout') or ())}, "
+        f"label smoothing {training.get('label_smoothing')}, "
         f"mixed precision {'on' if training.get('mixed_precision') else 'off'}",
         f"- Epochs run {config.epochs_run}, best epoch {config.best_epoch + 1} "
         "(early stopping on validation emotion accuracy, best weights restored)",
