@@ -49,12 +49,21 @@ def _hostile_lambda(marker: Path):  # noqa: ANN202 (a lambda, whose code Keras m
 
 
 def _artifact_with_model(tmp_path: Path, model_file: Path) -> Path:
-    """A copy of the shipped artifact's config and history with `model_file` as its model.keras."""
+    """A copy of the shipped artifact with `model_file` as its model.keras, its hashes re-recorded.
+
+    Whoever crafts a hostile model.keras can rewrite config.json too, so the file hashes must not be
+    what stops it: the archive checks must.
+    """
+    import hashlib
+
     artifact = tmp_path / "artifact"
-    artifact.mkdir()
-    for name in ("config.json", "history.json"):
-        shutil.copy(SHIPPED_MODEL / name, artifact / name)
+    shutil.copytree(SHIPPED_MODEL, artifact, ignore=shutil.ignore_patterns("saved_model"))
     shutil.copy(model_file, artifact / "model.keras")
+    config = json.loads((artifact / "config.json").read_text())
+    if config.get("sha256"):
+        config["sha256"] = {name: hashlib.sha256((artifact / name).read_bytes()).hexdigest()
+                            for name in config["sha256"]}
+        (artifact / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return artifact
 
 
