@@ -30,7 +30,8 @@ _LIMITATIONS = """\
 - **Licence**: UTKFace is licensed for non-commercial research only; this model inherits that
   restriction. Do not use it commercially.
 - **No image carries all four labels**: emotion was learned from FER2013 alone, gender/race/age from
-  UTKFace alone (masked losses). Emotion accuracy per *true* demographic group cannot be measured on
+  UTKFace alone (masked losses), or from UTKFace-trained teachers' targets on FER2013 faces where the
+  run says so. Emotion accuracy per *true* demographic group cannot be measured on
   these data; the table above groups by the model's *predicted* group, which inherits those heads' errors.
 - **Domain shift between the sources**: the gender, race and age heads learned from UTKFace's colour
   200x200 crops and transfer imperfectly to FER2013's 48x48 gray faces (e.g. strongly expressive
