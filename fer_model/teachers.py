@@ -98,8 +98,8 @@ def align_to_prior(probabilities: np.ndarray, prior: np.ndarray, *, tolerance: f
     """Reweight rows of class probabilities per class so that their mean is `prior`.
 
     The fixed point of w <- w * prior / mean(normalise(p * w)) (the EM prior adjustment of
-    Saerens et al., 2002, with the prior given); rows are renormalised, so a face's classes keep
-    their order wherever the weights leave it unchanged. A class with no prior mass gets weight 0.
+    Saerens et al., 2002, with the prior given): one weight per class, the same for every row, and
+    each row renormalised. A class with no prior mass gets weight 0.
 
     Returns:
         (aligned float64 rows, the per-class weights).
