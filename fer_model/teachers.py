@@ -118,7 +118,7 @@ def align_to_prior(probabilities: np.ndarray, prior: np.ndarray, *, tolerance: f
         if np.abs(mean - target).max() < tolerance:
             break
         weights = np.where(target > 0, weights * target / np.maximum(mean, np.finfo(np.float64).tiny), 0.0)
-        weights /= weights.max()
+        weights /= weights.max()  # only their ratios matter; reported relative to the largest
     return aligned, weights
 
 
