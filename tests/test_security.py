@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from fer_model.errors import ArtifactError
+from tests._fixtures.models import rerecord_file_hashes
 from tests.test_deploy import fake_kube  # noqa: F401 (a fixture, used through request.getfixturevalue)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,16 +55,10 @@ def _artifact_with_model(tmp_path: Path, model_file: Path) -> Path:
     Whoever crafts a hostile model.keras can rewrite config.json too, so the file hashes must not be
     what stops it: the archive checks must.
     """
-    import hashlib
-
     artifact = tmp_path / "artifact"
     shutil.copytree(SHIPPED_MODEL, artifact, ignore=shutil.ignore_patterns("saved_model"))
     shutil.copy(model_file, artifact / "model.keras")
-    config = json.loads((artifact / "config.json").read_text())
-    if config.get("sha256"):
-        config["sha256"] = {name: hashlib.sha256((artifact / name).read_bytes()).hexdigest()
-                            for name in config["sha256"]}
-        (artifact / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    rerecord_file_hashes(artifact)
     return artifact
 
 
