@@ -19,6 +19,7 @@ _TEACH_FLAGS = {
     "flip_average": "average each face's teacher probabilities with its mirror image's",
     "align_distribution": "reweight the teacher's probabilities per class so their mean over the faces it labels "
     "matches the class shares of the task's true training labels (distribution alignment)",
+    "include_labelled": "also label the faces that have a true label of the task (train with --distill-blend)",
 }
 
 
@@ -83,6 +84,6 @@ def run(args: argparse.Namespace) -> int:
     for task in teachers:
         made = provenance[task]
         kept = made["candidates"] - made["below_threshold"]
-        print(f"  {task:<8} {kept} of {made['candidates']} faces without a true label got teacher targets "
+        print(f"  {task:<8} {kept} of {made['candidates']} {made['faces']} got teacher targets "
               f"({made['below_threshold']} below threshold {made['threshold']})")
     return 0

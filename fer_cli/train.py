@@ -60,6 +60,8 @@ _TRAIN_FLAGS = {
     "distill_weight": "loss weight of teacher soft labels (`fer-mtl teach`) relative to true labels; 0 ignores them",
     "distill_temperature": "temperature of the soft-label loss (the one `fer-mtl teach` used)",
     "distill_threshold": "ignore teacher soft labels whose top probability is below this",
+    "distill_blend": "on faces with a true label and a teacher target (`fer-mtl teach --include-labelled`), "
+    "the teacher's share of the loss; 0: the true label alone",
     "time_limit_s": "stop after the epoch that crosses this many seconds of training (0: no limit; best epoch kept)",
 }
 _MODEL_FLAGS = {

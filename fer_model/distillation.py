@@ -2,10 +2,13 @@
 
 A task with soft labels (`Dataset.soft_labels`, written by `fer_model.teachers`) trains on
 float32 targets [N, 1 + classes]: column 0 is the true label (-1 where there is none), the other
-columns the teacher's probabilities (NaN where there is no teacher target). A face's true label
-always wins; a teacher target counts only where the face has no true label. Tasks without soft
-labels keep their int labels and `MaskedSparseCrossentropy`, so a dataset without soft labels
-trains exactly as before.
+columns the teacher's probabilities (NaN where there is no teacher target). By default a face's
+true label wins and a teacher target counts only where the face has no true label. With a `blend`
+above 0, a face that has both learns from both (Hinton et al., arXiv 1503.02531): a teacher's
+probabilities carry what a single hard label cannot, such as which expressions a face is close
+to, and they soften the label noise of crowd-sourced sets like FER2013. Tasks without soft labels
+keep their int labels and `MaskedSparseCrossentropy`, so a dataset without soft labels trains
+exactly as before.
 
 Keras is imported at module level: `fer_model.training` imports this module only inside `fit`.
 """
@@ -22,18 +25,20 @@ from fer_model._keras_objects import MaskedAccuracy
 from fer_model.tasks import MISSING
 
 
-def pack_targets(hard: np.ndarray, soft: np.ndarray, *, threshold: float) -> np.ndarray:
+def pack_targets(hard: np.ndarray, soft: np.ndarray, *, threshold: float, blend: float = 0.0) -> np.ndarray:
     """float32 [N, 1 + C]: the true label, then the teacher's probabilities where they count.
 
-    A teacher row is blanked (NaN) where the face has a true label, where it has no teacher target,
-    or where the teacher's top probability is below `threshold`.
+    A teacher row is blanked (NaN) where the face has no teacher target, where the teacher's top
+    probability is below `threshold`, and, unless `blend` > 0, where the face has a true label.
     """
     targets = np.empty((len(hard), 1 + soft.shape[1]), dtype=np.float32)
     targets[:, 0] = hard
     rows = np.asarray(soft, dtype=np.float32)
     absent = np.isnan(rows).any(axis=1)
     confidence = np.where(absent, -1.0, np.nan_to_num(rows, nan=-1.0).max(axis=1))
-    ignored = absent | (np.asarray(hard) != MISSING) | (confidence < threshold)
+    ignored = absent | (confidence < threshold)
+    if not blend:
+        ignored |= np.asarray(hard) != MISSING
     targets[:, 1:] = np.where(ignored[:, np.newaxis], np.nan, rows)
     return targets
 
@@ -50,12 +55,15 @@ class MaskedDistillationLoss(keras.losses.Loss):
     Per face: the true label's cross-entropy (label smoothing and class weights as
     `MaskedSparseCrossentropy`), or `weight` x T^2 x the cross-entropy between the teacher's
     probabilities and the student's softened at temperature T (Hinton et al.: T^2 keeps the
-    gradient scale of a softened target comparable to a hard one). The batch loss is the sum over
-    faces with either target divided by their count, so faces with neither give no loss and no gradient.
+    gradient scale of a softened target comparable to a hard one); a face with both takes
+    (1 - `blend`) x the first + `blend` x the second. The batch loss is the sum over faces with
+    either target divided by their count, so faces with neither give no loss and no gradient.
 
     Args:
         weight: Loss weight of a teacher target relative to a true label, >= 0.
         temperature: T, > 0; the student's probabilities p become softmax(log(p) / T).
+        blend: Share of the teacher's term on a face with a true label too, in [0, 1]; `pack_targets`
+            keeps such faces' teacher rows only when its own `blend` is above 0.
         label_smoothing: Mass spread uniformly over the classes of a true label, in [0, 1).
         class_weights: Optional weight per class, applied by a true label's class.
     """
@@ -64,6 +72,7 @@ class MaskedDistillationLoss(keras.losses.Loss):
         self,
         weight: float = 1.0,
         temperature: float = 1.0,
+        blend: float = 0.0,
         label_smoothing: float = 0.0,
         class_weights: list[float] | None = None,
         name: str = "masked_distillation",
@@ -75,6 +84,7 @@ class MaskedDistillationLoss(keras.losses.Loss):
         super().__init__(name=name, reduction="sum", dtype=dtype, **kwargs)
         self.weight = float(weight)
         self.temperature = float(temperature)
+        self.blend = float(blend)
         self.label_smoothing = float(label_smoothing)
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
 
@@ -85,17 +95,19 @@ class MaskedDistillationLoss(keras.losses.Loss):
         labels = ops.cast(y_true[:, 0], "int32")
         teacher = y_true[:, 1:]
         labelled = ops.not_equal(labels, MISSING)
-        taught = ops.logical_and(ops.logical_not(labelled), ops.logical_not(ops.any(ops.isnan(teacher), axis=-1)))
+        has_teacher = ops.logical_not(ops.any(ops.isnan(teacher), axis=-1))
+        both = ops.cast(ops.logical_and(labelled, has_teacher), "float32")
+        taught = ops.logical_and(ops.logical_not(labelled), has_teacher)
         safe = ops.where(labelled, labels, ops.zeros_like(labels))
         target = ops.one_hot(safe, num_classes, dtype="float32")
         if self.label_smoothing:
             target = target * (1.0 - self.label_smoothing) + self.label_smoothing / num_classes
         hard_loss = ops.categorical_crossentropy(target, y_pred, from_logits=False)
-        hard_weight = ops.cast(labelled, "float32")
+        hard_weight = ops.cast(labelled, "float32") * (1.0 - self.blend * both)
         if self.class_weights is not None:
             hard_weight = hard_weight * ops.take(ops.convert_to_tensor(self.class_weights, dtype="float32"), safe)
         soft_loss = self._soft_cross_entropy(ops.where(ops.isnan(teacher), 0.0, teacher), y_pred)
-        soft_weight = ops.cast(taught, "float32") * self.weight
+        soft_weight = (ops.cast(taught, "float32") + self.blend * both) * self.weight
         count = ops.maximum(ops.sum(ops.cast(labelled, "float32")) + ops.sum(ops.cast(taught, "float32")), 1.0)
         return (hard_loss * hard_weight + soft_loss * soft_weight) / count
 
@@ -107,8 +119,8 @@ class MaskedDistillationLoss(keras.losses.Loss):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(weight=self.weight, temperature=self.temperature, label_smoothing=self.label_smoothing,
-                      class_weights=self.class_weights)
+        config.update(weight=self.weight, temperature=self.temperature, blend=self.blend,
+                      label_smoothing=self.label_smoothing, class_weights=self.class_weights)
         return config
 
 

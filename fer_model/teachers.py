@@ -54,6 +54,9 @@ class TeachConfig(Settings):
         align_distribution: Reweight each task's teacher probabilities per class so that their mean
             over the faces labelled equals the class shares of the task's true labels in the
             train split (`align_to_prior`), before the threshold and temperature.
+        include_labelled: Also give a target to the faces that have a true label of the task, for
+            Hinton-style distillation (train with `distill_blend` > 0 to use them; at 0 training
+            ignores them).
     """
 
     temperature: float = 1.0
@@ -62,6 +65,7 @@ class TeachConfig(Settings):
     batch_size: int = 256
     flip_average: bool = False
     align_distribution: bool = False
+    include_labelled: bool = False
 
     def __post_init__(self) -> None:
         if not is_number(self.temperature) or not self.temperature > 0:
@@ -75,6 +79,7 @@ class TeachConfig(Settings):
         check_int("batch_size", self.batch_size, minimum=1)
         check_bool("flip_average", self.flip_average)
         check_bool("align_distribution", self.align_distribution)
+        check_bool("include_labelled", self.include_labelled)
 
 
 def temper(probabilities: np.ndarray, temperature: float) -> np.ndarray:
@@ -193,10 +198,13 @@ def label_faces(model: Any, images: np.ndarray, indices: np.ndarray, *, task: st
                       alignment=alignment)
 
 
-def unlabelled_indices(dataset: Dataset, task: str, splits: Sequence[str]) -> np.ndarray:
-    """Sorted indices of the faces in `splits` without a true `task` label."""
-    in_splits = np.concatenate([dataset.indices(s) for s in splits])
-    return np.sort(in_splits[np.asarray(dataset.labels[task])[in_splits] == MISSING])
+def unlabelled_indices(dataset: Dataset, task: str, splits: Sequence[str], *, include_labelled: bool = False
+                       ) -> np.ndarray:
+    """Sorted indices of the faces in `splits` without a true `task` label (all of them with `include_labelled`)."""
+    in_splits = np.sort(np.concatenate([dataset.indices(s) for s in splits]))
+    if include_labelled:
+        return in_splits
+    return in_splits[np.asarray(dataset.labels[task])[in_splits] == MISSING]
 
 
 def _check_teacher(task: str, model_dir: Path, *, image_size: int) -> None:
@@ -263,15 +271,16 @@ def teach(
 def _run_teacher(dataset: Dataset, *, task: str, model_dir: Path, config: TeachConfig) -> SoftLabels:
     from fer_model.model_artifact import load_model_artifact
 
-    indices = unlabelled_indices(dataset, task, config.splits)
+    indices = unlabelled_indices(dataset, task, config.splits, include_labelled=config.include_labelled)
     prior = None
     if config.align_distribution:
         train = dataset.indices("train")
         prior = class_shares(np.asarray(dataset.labels[task])[train], get_task(task).num_classes)
     artifact = load_model_artifact(model_dir)
     made = label_faces(artifact.model, dataset.images, indices, task=task, config=config, prior=prior)
-    logger.info("teacher %s labelled %d of %d faces without a true %s label (%d below threshold %s)", model_dir,
-                made.candidates - made.below_threshold, made.candidates, task, made.below_threshold, config.threshold)
+    logger.info("teacher %s gave %s targets to %d of %d faces%s (%d below threshold %s)", model_dir, task,
+                made.candidates - made.below_threshold, made.candidates,
+                "" if config.include_labelled else " without a true label", made.below_threshold, config.threshold)
     return made
 
 
@@ -283,7 +292,9 @@ def _provenance(dataset: Dataset, *, task: str, model_dir: Path, config: TeachCo
         "threshold": config.threshold,
         "flip_average": config.flip_average,
         "distribution_alignment": made.alignment,
-        "faces": f"faces of splits {', '.join(config.splits)} without a true {task} label",
+        "faces": (f"all faces of splits {', '.join(config.splits)}" if config.include_labelled
+                  else f"faces of splits {', '.join(config.splits)} without a true {task} label"),
+        "include_labelled": config.include_labelled,
         "splits": list(config.splits),
         "candidates": made.candidates,
         "below_threshold": made.below_threshold,

@@ -74,6 +74,9 @@ class TrainConfig(Settings):
         distill_temperature: T of the soft-target loss: the student's probabilities are softened at
             T (and the term scaled by T^2); match the temperature the targets were made with.
         distill_threshold: Teacher targets whose top probability is below this are ignored, in [0, 1].
+        distill_blend: On a face with both a true label and a teacher target (`fer-mtl teach
+            --include-labelled`), the teacher term's share of its loss, in [0, 1]: (1 - blend) x the
+            true label's + blend x the teacher's (Hinton-style distillation). 0 lets the true label win.
         bn_recalibration_samples: Before every validation, BatchNorm statistics are recomputed on this
             many seeded training faces in inference mode (`fer_model.model.recalibrate_batch_norm`),
             so validation and the saved model do not use moving averages that lag the weights; 0
@@ -107,6 +110,7 @@ class TrainConfig(Settings):
     distill_weight: float = 1.0
     distill_temperature: float = 1.0
     distill_threshold: float = 0.0
+    distill_blend: float = 0.0
     bn_recalibration_samples: int = 1024
     time_limit_s: float = 0.0
 
@@ -143,6 +147,8 @@ class TrainConfig(Settings):
             raise ConfigError(f"`distill_temperature` must be a finite number > 0, got {self.distill_temperature!r}")
         if not is_number(self.distill_threshold) or not 0 <= self.distill_threshold <= 1:
             raise ConfigError(f"`distill_threshold` must be in [0, 1], got {self.distill_threshold!r}")
+        if not is_number(self.distill_blend) or not 0 <= self.distill_blend <= 1:
+            raise ConfigError(f"`distill_blend` must be in [0, 1], got {self.distill_blend!r}")
         for name in ("mixed_precision", "class_weighting", "jit_compile", "balanced_batches"):
             check_bool(name, getattr(self, name))
         # A private copy, so mutating the caller's dict cannot change a frozen config.
@@ -249,7 +255,8 @@ def compile_model(
 
             losses[t] = MaskedDistillationLoss(
                 weight=train_config.distill_weight, temperature=train_config.distill_temperature,
-                label_smoothing=train_config.label_smoothing, class_weights=class_weights_of_task, name=f"{t}_loss",
+                blend=train_config.distill_blend, label_smoothing=train_config.label_smoothing,
+                class_weights=class_weights_of_task, name=f"{t}_loss",
             )
             metrics[t] = [TrueLabelAccuracy(name=_metric_name(t, model_config))]
         else:
@@ -391,7 +398,8 @@ def _targets(labels: dict[str, np.ndarray], soft: Mapping[str, np.ndarray], soft
 
     out = dict(labels)
     for t in soft_tasks:
-        out[t] = pack_targets(labels[t], soft[t], threshold=train_config.distill_threshold)
+        out[t] = pack_targets(labels[t], soft[t], threshold=train_config.distill_threshold,
+                              blend=train_config.distill_blend)
         logger.info("%s: %d faces train on true labels, %d on teacher targets", t,
                     int((labels[t] != MISSING).sum()), soft_target_count(out[t]))
     return out
