@@ -5,8 +5,9 @@ both kinds. A teacher (a model artifact with a head for the task, typically a si
 trained on the source that labels it) predicts that task on every face of the chosen splits that
 has no true label; its probabilities, softened at a temperature and kept only where the teacher
 is confident enough, become the dataset's soft labels (dataset format 2), with their provenance
-in the manifest. Faces with true labels keep them and get no teacher target. Training then uses
-true labels where they exist and teacher targets elsewhere (`TrainConfig.distill_*`).
+in the manifest. Faces with true labels keep them and get no teacher target unless
+`include_labelled` asks for one. Training then uses true labels where they exist and teacher
+targets elsewhere, or blends the two where both exist (`TrainConfig.distill_*`).
 
 A teacher trained on one source can be skewed on another: a UTKFace age head puts strongly
 expressive FER2013 faces in 0-3, because on UTKFace the crying, open-mouthed faces are babies'.

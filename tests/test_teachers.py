@@ -120,6 +120,22 @@ def test_provenance_names_the_teacher_and_the_faces_it_labelled(sources_dir, tea
     assert "soft_labels.npz" in taught.manifest["sha256"]
 
 
+def test_include_labelled_gives_every_train_face_a_target(sources_dir, teacher_dir, truth, tmp_path, capsys
+                                                         ) -> None:
+    out = tmp_path / "all"
+    assert main(["teach", "--dataset", str(sources_dir), "--teacher", f"emotion={teacher_dir}", "--out", str(out),
+                 "--include-labelled"]) == 0
+    assert f"{N_A + N_B} of {N_A + N_B} all faces of splits train got teacher targets" in capsys.readouterr().out
+    taught = load_dataset(out)
+    soft = taught.soft_labels["emotion"]
+    np.testing.assert_array_equal(np.flatnonzero(~np.isnan(soft).any(axis=1)), np.arange(N_A + N_B))
+    made = taught.manifest["soft_labels"]["emotion"]
+    assert made["include_labelled"] is True and made["candidates"] == N_A + N_B
+    # On A's faces the teacher saw their labels in training: it mostly repeats them.
+    a_rows = np.arange(N_A)
+    assert float(np.mean(soft[a_rows].argmax(axis=1) == truth["emotion"][a_rows])) > 0.5
+
+
 def test_soft_labels_survive_pack_and_unpack(taught_dir, tmp_path) -> None:
     from fer_model.dataset_pack import pack_dataset, unpack_dataset
 
@@ -265,7 +281,8 @@ def test_teach_config_rejects_bad_values(kwargs, match) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [({"distill_weight": -1.0}, "`distill_weight`"), ({"distill_temperature": 0}, "`distill_temperature`"),
-     ({"distill_threshold": 2.0}, r"`distill_threshold` must be in \[0, 1\]")],
+     ({"distill_threshold": 2.0}, r"`distill_threshold` must be in \[0, 1\]"),
+     ({"distill_blend": 1.5}, r"`distill_blend` must be in \[0, 1\]")],
 )
 def test_train_config_rejects_bad_distillation_values(kwargs, match) -> None:
     with pytest.raises(ConfigError, match=match):
@@ -285,6 +302,39 @@ def test_pack_targets_prefers_true_labels_and_drops_unsure_teachers() -> None:
     np.testing.assert_array_equal(targets[1, 1:], soft[1])
     assert np.isnan(targets[[0, 2, 3], 1:]).all()  # true label wins; 0.4 < 0.5; no teacher
     assert soft_target_count(targets) == 1
+
+
+def test_pack_targets_keeps_teacher_rows_of_labelled_faces_when_blending() -> None:
+    from fer_model.distillation import pack_targets, soft_target_count
+
+    hard = np.array([2, MISSING, 0])
+    soft = np.array([[0.1, 0.1, 0.8], [0.2, 0.7, 0.1], [0.4, 0.3, 0.3]], dtype=np.float32)
+    targets = pack_targets(hard, soft, threshold=0.5, blend=0.3)
+    np.testing.assert_array_equal(targets[:, 0], [2, -1, 0])
+    np.testing.assert_array_equal(targets[:2, 1:], soft[:2])
+    assert np.isnan(targets[2, 1:]).all()  # the threshold still applies: 0.4 < 0.5
+    assert soft_target_count(targets) == 2
+
+
+def test_distillation_loss_blends_true_label_and_teacher_on_faces_with_both() -> None:
+    import tensorflow as tf
+
+    from fer_model.distillation import MaskedDistillationLoss
+
+    y_pred = tf.Variable([[0.7, 0.2, 0.1], [0.3, 0.3, 0.4]])
+    nan = float("nan")
+    y_true = tf.constant([[0, 0.1, 0.8, 0.1], [-1, nan, nan, nan]])
+    teacher_ce = -(np.array([0.1, 0.8, 0.1]) * np.log([0.7, 0.2, 0.1])).sum()
+    for blend in (0.0, 0.25, 1.0):
+        loss = MaskedDistillationLoss(weight=2.0, blend=blend)
+        assert float(loss(y_true, y_pred)) == pytest.approx(
+            (1 - blend) * -np.log(0.7) + blend * 2.0 * teacher_ce, rel=1e-5)  # one face counts
+    # At blend 1 the true label no longer matters; at 0 the teacher does not.
+    relabelled = tf.constant([[2, 0.1, 0.8, 0.1], [-1, nan, nan, nan]])
+    only_teacher = MaskedDistillationLoss(blend=1.0)
+    assert float(only_teacher(relabelled, y_pred)) == pytest.approx(float(only_teacher(y_true, y_pred)), rel=1e-6)
+    config = MaskedDistillationLoss(blend=0.25).get_config()
+    assert MaskedDistillationLoss.from_config(config).blend == 0.25
 
 
 def test_distillation_loss_gives_gradient_on_faces_with_teacher_targets_only() -> None:
@@ -332,6 +382,27 @@ def test_student_learns_emotion_from_teacher_targets_alone(taught_dir) -> None:
     # Validation faces carry true emotion labels; the train split has none, only B's teacher targets.
     assert learned > chance_like + 0.2, f"with teachers {learned:.2f}, without {chance_like:.2f}"
     assert student.history["emotion_loss"][0] > 0 and baseline.history["emotion_loss"][0] == 0
+
+
+def test_student_follows_the_teacher_over_true_labels_at_full_blend(sources_dir, truth) -> None:
+    from fer_model.model import ModelConfig
+    from fer_model.training import fit
+
+    # The teacher says each train face is the class after its true one: a full blend must learn that.
+    dataset = load_dataset(sources_dir, mmap=False)
+    train = dataset.indices("train")
+    shifted = (truth["emotion"] + 1) % 7
+    soft = np.full((len(dataset), 7), np.nan, dtype=np.float32)
+    soft[train] = np.eye(7, dtype=np.float32)[shifted[train]]
+    dataset = dataclasses.replace(dataset, soft_labels={"emotion": soft})
+    result = fit(dataset, model_config=ModelConfig(width=0.25, tasks=("emotion",)),
+                 train_config=TrainConfig(epochs=4, learning_rate=1e-3, verbose=0, distill_blend=1.0))
+    a_rows = np.arange(N_A)
+    predicted = result.model.predict(np.asarray(dataset.images[a_rows], np.float32)[..., None], verbose=0)
+    predicted = predicted["emotion"].argmax(axis=1)
+    to_teacher = float(np.mean(predicted == shifted[a_rows]))
+    to_truth = float(np.mean(predicted == truth["emotion"][a_rows]))
+    assert to_teacher > to_truth + 0.2, f"agrees with the teacher on {to_teacher:.2f}, the labels on {to_truth:.2f}"
 
 
 # --- the pipeline's teacher stage ----------------------------------------------------------------
