@@ -100,7 +100,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: the paper's " + ",".join(str(r) for r in field_default(ModelConfig, "dropout")) + ")",
     )
     parser.add_argument("--init-weights", default=None,
-                        help="start from this .keras model or model artifact (layers matched by name)")
+                        help="start from this .keras model or model artifact (layers matched by name; a narrower "
+                        "model is widened to --width without changing its predictions)")
     parser.add_argument("--resume", action="store_true",
                         help=f"continue the run whose checkpoint is in OUT/{CHECKPOINT_FOLDER} (same flags); "
                         "without it, a stale checkpoint there is discarded")

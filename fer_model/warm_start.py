@@ -1,7 +1,9 @@
 """Warm starts: a new model begins from another model's weights, layer by layer.
 
 The cheapest route to a better model on a small budget is to continue from the shipped one: its
-layers are named by `build_model`, so any model of the same width copies across, head by head.
+layers are named by `build_model`, so any model of the same width copies across, head by head,
+and a narrower one is widened into a wider model without changing its predictions
+(`fer_model.widening`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from fer_model.artifact_files import KERAS_FILE
 from fer_model.errors import ConfigError
 from fer_model.model import SILENCED_BIAS
 from fer_model.tasks import TASK_NAMES
+from fer_model.widening import is_narrower, widen_into
 
 if TYPE_CHECKING:
     import keras
@@ -27,8 +30,10 @@ logger = logging.getLogger(__name__)
 def copy_matching_weights(model: keras.Model, source: str | os.PathLike[str]) -> list[str]:
     """Copy weights from the `.keras` file (or model artifact folder) `source` into `model`, layer by layer.
 
-    Layers are matched by name and copied where every weight's shape matches. Head biases that
-    `silence_classes` pushed to `SILENCED_BIAS` are reset to 0, so the new run may learn those classes.
+    Layers are matched by name and copied where every weight's shape matches; when `source` is a
+    narrower build of `model`, its trunk and shared heads are widened into `model` instead
+    (`fer_model.widening.widen_into`). Head biases that `silence_classes` pushed to
+    `SILENCED_BIAS` are reset to 0, so the new run may learn those classes.
 
     Returns:
         The names of the layers copied.
@@ -41,6 +46,22 @@ def copy_matching_weights(model: keras.Model, source: str | os.PathLike[str]) ->
     if not path.is_file():
         raise ConfigError(f"initial weights {source} not found; pass a .keras file or a model artifact folder")
     other = load_keras_model(path)  # checked and in safe mode: no code from the file runs
+    if is_narrower(other, model):
+        copied = widen_into(model, other)
+        how = "widened"
+    else:
+        copied = _copy_same_shapes(model, other)
+        how = "copied"
+    for task in set(copied) & set(TASK_NAMES):
+        head = model.get_layer(task)
+        kernel, bias = head.get_weights()
+        head.set_weights([kernel, np.where(bias <= SILENCED_BIAS / 2, 0.0, bias).astype(bias.dtype)])
+    logger.info("initial weights from %s: %d of %d layers with weights %s", path, len(copied),
+                sum(1 for layer in model.layers if layer.weights), how)
+    return copied
+
+
+def _copy_same_shapes(model: keras.Model, other: keras.Model) -> list[str]:
     by_name = {layer.name: layer for layer in other.layers}
     copied = []
     for layer in model.layers:
@@ -50,10 +71,6 @@ def copy_matching_weights(model: keras.Model, source: str | os.PathLike[str]) ->
         values = donor.get_weights()
         if [v.shape for v in values] != [tuple(w.shape) for w in layer.weights]:
             continue
-        if layer.name in TASK_NAMES:
-            values = [np.where(v <= SILENCED_BIAS / 2, 0.0, v).astype(v.dtype) if v.ndim == 1 else v for v in values]
         layer.set_weights(values)
         copied.append(layer.name)
-    logger.info("initial weights from %s: %d of %d layers with weights copied", path, len(copied),
-                sum(1 for layer in model.layers if layer.weights))
     return copied
