@@ -199,8 +199,8 @@ def label_faces(model: Any, images: np.ndarray, indices: np.ndarray, *, task: st
                       alignment=alignment)
 
 
-def unlabelled_indices(dataset: Dataset, task: str, splits: Sequence[str], *, include_labelled: bool = False
-                       ) -> np.ndarray:
+def faces_to_label(dataset: Dataset, task: str, splits: Sequence[str], *, include_labelled: bool = False
+                   ) -> np.ndarray:
     """Sorted indices of the faces in `splits` without a true `task` label (all of them with `include_labelled`)."""
     in_splits = np.sort(np.concatenate([dataset.indices(s) for s in splits]))
     if include_labelled:
@@ -272,7 +272,7 @@ def teach(
 def _run_teacher(dataset: Dataset, *, task: str, model_dir: Path, config: TeachConfig) -> SoftLabels:
     from fer_model.model_artifact import load_model_artifact
 
-    indices = unlabelled_indices(dataset, task, config.splits, include_labelled=config.include_labelled)
+    indices = faces_to_label(dataset, task, config.splits, include_labelled=config.include_labelled)
     prior = None
     if config.align_distribution:
         train = dataset.indices("train")

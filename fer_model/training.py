@@ -382,6 +382,9 @@ def _taught_tasks(dataset: Dataset, *, model_config: ModelConfig, train_config: 
         return ()
     provenance = dataset.manifest.get("soft_labels") or {}
     for t in tasks:
+        if train_config.distill_blend and not provenance.get(t, {}).get("include_labelled"):
+            logger.warning("distill_blend changes nothing for %s: its soft labels cover only faces without a true "
+                           "label (make them with `fer-mtl teach --include-labelled`)", t)
         temperature = provenance.get(t, {}).get("temperature")
         if temperature is not None and temperature != train_config.distill_temperature:
             logger.warning("%s soft labels were made at temperature %s but distill_temperature is %s",

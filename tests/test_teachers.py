@@ -384,6 +384,19 @@ def test_student_learns_emotion_from_teacher_targets_alone(taught_dir) -> None:
     assert student.history["emotion_loss"][0] > 0 and baseline.history["emotion_loss"][0] == 0
 
 
+def test_blending_soft_labels_that_skip_labelled_faces_is_flagged(taught_dir, caplog) -> None:
+    import logging
+
+    from fer_model.model import ModelConfig
+    from fer_model.training import fit
+
+    with caplog.at_level(logging.WARNING, logger="fer_model.training"):
+        fit(load_dataset(taught_dir, mmap=False), model_config=ModelConfig(width=0.25, tasks=("emotion",)),
+            train_config=TrainConfig(epochs=1, verbose=0, distill_blend=0.5))
+    assert "distill_blend changes nothing for emotion" in caplog.text
+    assert "--include-labelled" in caplog.text
+
+
 def test_student_follows_the_teacher_over_true_labels_at_full_blend(sources_dir, truth) -> None:
     from fer_model.model import ModelConfig
     from fer_model.training import fit
