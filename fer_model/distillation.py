@@ -6,9 +6,10 @@ columns the teacher's probabilities (NaN where there is no teacher target). By d
 true label wins and a teacher target counts only where the face has no true label. With a `blend`
 above 0, a face that has both learns from both (Hinton et al., arXiv 1503.02531): a teacher's
 probabilities carry what a single hard label cannot, such as which expressions a face is close
-to, and they soften the label noise of crowd-sourced sets like FER2013. Tasks without soft labels
-keep their int labels and `MaskedSparseCrossentropy`, so a dataset without soft labels trains
-exactly as before.
+to, and they can soften the label noise of crowd-sourced sets like FER2013 (though a teacher no
+stronger than its student did not pay there: experiments/real_faces/README.md). Tasks without
+soft labels keep their int labels and `MaskedSparseCrossentropy`, so a dataset without soft
+labels trains exactly as before.
 
 Keras is imported at module level: `fer_model.training` imports this module only inside `fit`.
 """
