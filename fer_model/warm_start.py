@@ -32,11 +32,14 @@ def copy_matching_weights(model: keras.Model, source: str | os.PathLike[str]) ->
 
     Layers are matched by name and copied where every weight's shape matches; when `source` is a
     narrower build of `model`, its trunk and shared heads are widened into `model` instead
-    (`fer_model.widening.widen_into`). Head biases that `silence_classes` pushed to
+    (`fer_model.widening.widen_into`); a wider build is refused. Head biases that `silence_classes` pushed to
     `SILENCED_BIAS` are reset to 0, so the new run may learn those classes.
 
     Returns:
         The names of the layers copied.
+
+    Raises:
+        ConfigError: `source` is missing, or a wider build than `model`.
     """
     from fer_model._keras_file import load_keras_model
 
@@ -46,6 +49,10 @@ def copy_matching_weights(model: keras.Model, source: str | os.PathLike[str]) ->
     if not path.is_file():
         raise ConfigError(f"initial weights {source} not found; pass a .keras file or a model artifact folder")
     other = load_keras_model(path)  # checked and in safe mode: no code from the file runs
+    if is_narrower(model, other):
+        # No weight of a wider trunk fits a narrower one, so the run would start from scratch unannounced.
+        raise ConfigError(f"initial weights {source} come from a wider model than this run's; pass one "
+                          "of the same width or narrower (it is widened), or train at its width")
     if is_narrower(other, model):
         copied = widen_into(model, other)
         how = "widened"

@@ -96,3 +96,12 @@ def test_widening_refuses_a_wider_donor_layer() -> None:
     model = build_model(ModelConfig(width=0.25, tasks=("emotion",)))
     with pytest.raises(ConfigError, match="cannot narrow a layer from 32 to 16"):
         widen_into(model, donor)
+
+
+def test_warm_start_refuses_a_wider_model_file(tmp_path) -> None:
+    """Before, a wider donor copied no layer and the run started from scratch without a word."""
+    from fer_model.warm_start import copy_matching_weights
+
+    build_model(ModelConfig(width=0.5)).save(tmp_path / "model.keras")
+    with pytest.raises(ConfigError, match="come from a wider model than this run's"):
+        copy_matching_weights(build_model(ModelConfig(width=0.25)), tmp_path)
