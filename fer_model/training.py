@@ -381,10 +381,14 @@ def _taught_tasks(dataset: Dataset, *, model_config: ModelConfig, train_config: 
         logger.info("distill_weight is 0: ignoring the dataset's soft labels for %s", ", ".join(tasks))
         return ()
     provenance = dataset.manifest.get("soft_labels") or {}
+    gap_only = [t for t in tasks if not provenance.get(t, {}).get("include_labelled")]
+    if train_config.distill_blend and gap_only:
+        # A warning only when the blend reaches no face at all; re-teaching some tasks on every face while
+        # the others keep gap-only targets is a deliberate mix, worth a line in the log, not a warning.
+        log = logger.warning if len(gap_only) == len(tasks) else logger.info
+        log("distill_blend changes nothing for %s: its soft labels cover only faces without a true "
+            "label (make them with `fer-mtl teach --include-labelled`)", ", ".join(gap_only))
     for t in tasks:
-        if train_config.distill_blend and not provenance.get(t, {}).get("include_labelled"):
-            logger.warning("distill_blend changes nothing for %s: its soft labels cover only faces without a true "
-                           "label (make them with `fer-mtl teach --include-labelled`)", t)
         temperature = provenance.get(t, {}).get("temperature")
         if temperature is not None and temperature != train_config.distill_temperature:
             logger.warning("%s soft labels were made at temperature %s but distill_temperature is %s",

@@ -397,6 +397,31 @@ def test_blending_soft_labels_that_skip_labelled_faces_is_flagged(taught_dir, ca
     assert "--include-labelled" in caplog.text
 
 
+def test_blending_a_deliberate_mix_of_teacher_targets_logs_without_warning(taught_dir, truth, caplog) -> None:
+    """Emotion re-taught on every face, age keeping gap-only targets: the blend reaches emotion, so no warning."""
+    import logging
+
+    from fer_model.model import ModelConfig
+    from fer_model.training import fit
+
+    taught = load_dataset(taught_dir, mmap=False)
+    every_face = np.eye(7, dtype=np.float32)[truth["emotion"]]
+    every_face[taught.split != SPLIT_CODES["train"]] = np.nan
+    gap_only = np.full((len(taught), 5), np.nan, dtype=np.float32)
+    gap_only[:N_A] = np.eye(5, dtype=np.float32)[truth["age"][:N_A]]
+    provenance = dict(taught.manifest["soft_labels"])
+    provenance["emotion"] = {**provenance["emotion"], "include_labelled": True}
+    provenance["age"] = {**provenance["emotion"], "include_labelled": False}
+    mixed = dataclasses.replace(taught, soft_labels={"emotion": every_face, "age": gap_only},
+                                manifest={**taught.manifest, "soft_labels": provenance})
+    with caplog.at_level(logging.INFO, logger="fer_model.training"):
+        fit(mixed, model_config=ModelConfig(width=0.25, tasks=("emotion", "age")),
+            train_config=TrainConfig(epochs=1, verbose=0, distill_blend=0.5))
+    said = [r for r in caplog.records if "distill_blend changes nothing" in r.getMessage()]
+    assert [(r.levelno, r.getMessage().split(":")[0]) for r in said] == [
+        (logging.INFO, "distill_blend changes nothing for age")]
+
+
 def test_student_follows_the_teacher_over_true_labels_at_full_blend(sources_dir, truth) -> None:
     from fer_model.model import ModelConfig
     from fer_model.training import fit
