@@ -29,7 +29,8 @@ def shipped():
 def test_shipped_files_are_a_complete_artifact():
     config = read_model_config(PRETRAINED_DIR)
     assert tuple(config.tasks) == TASK_NAMES
-    assert (PRETRAINED_DIR / "model.keras").stat().st_size < 5 * 2**20  # a few MB, fit for a package
+    # Paper width (1.0): about 9.7 MB; a width-0.5 model is a quarter of that. Either fits in a package.
+    assert (PRETRAINED_DIR / "model.keras").stat().st_size < 12 * 2**20
     assert read_probe(PRETRAINED_DIR)["faces"], "the shipped model needs its probe.json"
 
 
