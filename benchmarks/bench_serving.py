@@ -9,7 +9,8 @@ Measures, against a server started here (one worker, gRPC off):
 - requests/s and p50 / p99 at each of `--clients` concurrent clients (threads), bounded by count and time.
 
 The model: `--model DIR`, else the paper's architecture at `--width` with untrained weights written
-to a temporary artifact (weights do not change the cost). Detection dominates either way.
+to a temporary artifact (weights do not change the cost). With Haar, detection dominates; with
+BlazeFace it is about a quarter of a width-0.5 `Predictor.predict` (docs/serving.md).
 
 `--detector haar|blazeface` serves (and runs the in-process Predictor) with that face detector instead of
 the model's own setting (BlazeFace unless the artifact names Haar).
