@@ -101,7 +101,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--init-weights", default=None,
                         help="start from this .keras model or model artifact (layers matched by name; a narrower "
-                        "model is widened to --width without changing its predictions)")
+                        "model is widened to --width without changing its predictions; its file hash is "
+                        "mixed into --seed, so the run does not replay the batches its model was trained on)")
     parser.add_argument("--resume", action="store_true",
                         help=f"continue the run whose checkpoint is in OUT/{CHECKPOINT_FOLDER} (same flags); "
                         "without it, a stale checkpoint there is discarded")

@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -53,6 +53,7 @@ class TrainConfig(Settings):
         reduce_lr_factor: Multiplier applied on a plateau, in (0, 1).
         min_lr: Training stops once the learning rate falls below this.
         seed: Seeds Python, numpy and the backend (weights init, shuffling, dropout, augmentation).
+            A warm-started run mixes in its initial weights' file hash (`fer_model.warm_start.seed_after`).
         mixed_precision: Train under the "mixed_float16" policy (worth it on GPUs only).
         label_smoothing: Cross-entropy label smoothing, in [0, 1).
         class_weighting: Weight emotion classes by inverse training frequency.
@@ -310,7 +311,8 @@ def fit(
         checkpoint_dir: Write an epoch checkpoint here (`fer_model.checkpoint`) and resume from the
             one already there, if any: a killed run re-run with the same settings loses no epoch.
         initial_weights: A `.keras` model (or model artifact folder) to start from instead of random
-            weights, layer by layer where names and shapes match; ignored when resuming.
+            weights, layer by layer where names and shapes match. Its file hash is mixed into the seed,
+            so a resumed run needs the same file (the checkpoint's weights win over it).
 
     Returns:
         The model with the best epoch's weights restored, the per-epoch history (Keras keys such as
@@ -322,6 +324,8 @@ def fit(
             loss weight of the model's tasks is 0, or the checkpoint comes from other settings.
     """
     _validate_inputs(dataset, model_config=model_config, train_config=train_config)
+    if initial_weights is not None:
+        train_config = _warm_start_seeded(train_config, initial_weights)
     arrays = _arrays(dataset, model_config=model_config, train_config=train_config)
     batches = _training_batches(arrays, model_config=model_config, train_config=train_config)
     start = _read_start(checkpoint_dir, model_config=model_config, train_config=train_config, arrays=arrays)
@@ -353,6 +357,15 @@ def _validate_inputs(dataset: Dataset, *, model_config: ModelConfig, train_confi
     weights = train_config.weights_for(model_config.tasks)
     if not any(weights.values()):
         raise ConfigError(f"every loss weight of the model's tasks {model_config.tasks} is 0; nothing would train")
+
+
+def _warm_start_seeded(train_config: TrainConfig, initial_weights: str | os.PathLike[str]) -> TrainConfig:
+    from fer_model.warm_start import seed_after
+
+    seed = seed_after(train_config.seed, initial_weights)
+    logger.info("warm start: seed %d becomes %d, so the run does not replay the one that made %s",
+                train_config.seed, seed, initial_weights)
+    return replace(train_config, seed=seed)
 
 
 def _arrays(dataset: Dataset, *, model_config: ModelConfig, train_config: TrainConfig) -> _Arrays:

@@ -4,6 +4,9 @@ The cheapest route to a better model on a small budget is to continue from the s
 layers are named by `build_model`, so any model of the same width copies across, head by head,
 and a narrower one is widened into a wider model without changing its predictions
 (`fer_model.widening`).
+
+A warm-started run also draws its randomness afresh (`seed_after`): under the same seed it would
+replay the batches, augmentation and dropout its initial weights were trained on.
 """
 
 from __future__ import annotations
@@ -43,11 +46,7 @@ def copy_matching_weights(model: keras.Model, source: str | os.PathLike[str]) ->
     """
     from fer_model._keras_file import load_keras_model
 
-    path = Path(source)
-    if path.is_dir():
-        path = path / KERAS_FILE
-    if not path.is_file():
-        raise ConfigError(f"initial weights {source} not found; pass a .keras file or a model artifact folder")
+    path = _keras_file(source)
     other = load_keras_model(path)  # checked and in safe mode: no code from the file runs
     if is_narrower(model, other):
         # No weight of a wider trunk fits a narrower one, so the run would start from scratch unannounced.
@@ -81,3 +80,31 @@ def _copy_same_shapes(model: keras.Model, other: keras.Model) -> list[str]:
         layer.set_weights(values)
         copied.append(layer.name)
     return copied
+
+
+def seed_after(seed: int, source: str | os.PathLike[str]) -> int:
+    """The seed of a run warm-started from `source`: `seed` mixed with the SHA-256 of its `.keras` file.
+
+    The batch plan, augmentation and dropout are all drawn from the seed, so a stage continued from
+    another under the same seed would replay its parent's first epochs face for face, transform for
+    transform, and be re-taught what it has memorised. On real faces three such stages in a row
+    reached 61%, 70% and 78% training emotion accuracy in epoch 2, each above every later epoch of
+    its run, and the third's validation loss peaked there. The mix keeps runs reproducible: the same
+    seed and the same file give the same run.
+
+    Raises:
+        ConfigError: `source` is missing.
+    """
+    from fer_model.dataset import sha256_file
+
+    digest = sha256_file(_keras_file(source))
+    return int(np.random.SeedSequence([seed, int(digest[:16], 16)]).generate_state(1)[0])
+
+
+def _keras_file(source: str | os.PathLike[str]) -> Path:
+    path = Path(source)
+    if path.is_dir():
+        path = path / KERAS_FILE
+    if not path.is_file():
+        raise ConfigError(f"initial weights {source} not found; pass a .keras file or a model artifact folder")
+    return path
