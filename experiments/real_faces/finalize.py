@@ -1,6 +1,6 @@
 """Turn one experiment run into a complete model artifact, re-scored here on the original pixels.
 
-    python experiments/real_faces/finalize.py RUN_DIR MODEL_KERAS DATASET OUT
+    python experiments/real_faces/finalize.py RUN_DIR MODEL_KERAS DATASET OUT [--float16-weights]
 
 RUN_DIR is a run folder as `fer-mtl experiment run` or the GPU script left it (model/config.json,
 history.json, result.json); MODEL_KERAS its model.keras; DATASET the dataset artifact it trained on
@@ -8,6 +8,8 @@ history.json, result.json); MODEL_KERAS its model.keras; DATASET the dataset art
 TensorFlow) is loaded under TensorFlow, its classes without a training label are silenced as `fit`
 does, it gets its SavedModel export, is scored on DATASET's test split (original pixels, not a lossy
 transport copy), its model card is rendered and its probe (fer_model/model_probe.py) recorded.
+`--float16-weights` stores the weights as float16 first (fer_model/float16_weights.py), so that
+everything recorded describes the file as shipped: the shipped model uses it, to stay under 5 MB.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ def main() -> None:
     parser.add_argument("dataset", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--no-saved-model", action="store_true", help="skip the TF SavedModel export")
+    parser.add_argument("--float16-weights", action="store_true",
+                        help="store model.keras's large weight arrays as float16 (half the size)")
     args = parser.parse_args()
 
     import dataclasses
@@ -34,6 +38,7 @@ def main() -> None:
     from fer_model.artifact_files import HISTORY_FILE, KERAS_FILE, METRICS_FILE, SAVED_MODEL_DIR
     from fer_model.dataset import load_dataset
     from fer_model.evaluation import evaluate
+    from fer_model.float16_weights import store_float16_weights
     from fer_model.model import silence_classes
     from fer_model.model_artifact import export_saved_model, read_model_config
     from fer_model.model_card import EXPERIMENT_FILE, write_model_card
@@ -55,6 +60,9 @@ def main() -> None:
     model = keras.saving.load_model(args.model_keras)
     silence_classes(model, silenced)
     model.save(args.out / KERAS_FILE)
+    if args.float16_weights:
+        store_float16_weights(args.out / KERAS_FILE)
+        model = keras.saving.load_model(args.out / KERAS_FILE)  # the SavedModel must hold the same weights
     saved_model = None
     if not args.no_saved_model:
         export_saved_model(model, args.out / SAVED_MODEL_DIR, tasks=list(config.tasks), image_size=config.input_size)
