@@ -78,16 +78,14 @@ def store_float16_weights(path: str | os.PathLike[str], *, min_elements: int = M
             if isinstance(obj, h5py.Group):
                 dst.require_group(name).attrs.update(obj.attrs)
                 return
-            if obj.dtype != np.float32:
-                src.copy(obj, dst, name=name)
-                return
-            data = obj[()]
-            if data.size < min_elements or not np.all(np.abs(data) <= _FLOAT16_MAX):
-                kept += 1
-                src.copy(obj, dst, name=name)
-                return
-            converted += 1
-            dst.create_dataset(name, data=data.astype(np.float16)).attrs.update(obj.attrs)
+            if obj.dtype == np.float32 and obj.size >= min_elements:
+                data = obj[()]
+                if np.all(np.abs(data) <= _FLOAT16_MAX):
+                    converted += 1
+                    dst.create_dataset(name, data=data.astype(np.float16)).attrs.update(obj.attrs)
+                    return
+            kept += int(obj.dtype == np.float32)
+            src.copy(obj, dst, name=name)
 
         # visititems walks parents before children, so each dataset's group exists when it is copied.
         src.visititems(copy)
