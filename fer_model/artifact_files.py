@@ -166,6 +166,8 @@ class ModelInfo:
         path: The model artifact folder.
         dataset_manifest_sha256: sha256 of the dataset manifest the model was trained on.
         evaluated_dataset_manifest_sha256: sha256 of the dataset manifest it was evaluated on.
+        evaluated_split_sha256: sha256 of the scored split's faces and true labels
+            (`Dataset.split_sha256`); None in files written before it existed.
         dataset_matches: Whether the two are the same dataset (None when unknown).
         loss_weights: The loss weights it was trained with, per task.
         flip_average: Whether each face was scored as the mean of it and its mirror image.
@@ -174,6 +176,7 @@ class ModelInfo:
     path: str | None = None
     dataset_manifest_sha256: str | None = None
     evaluated_dataset_manifest_sha256: str | None = None
+    evaluated_split_sha256: str | None = None
     dataset_matches: bool | None = None
     loss_weights: Mapping[str, float] = field(default_factory=dict)
     flip_average: bool = False
@@ -184,6 +187,8 @@ class ModelInfo:
             path=f.text_or_none("path"),
             dataset_manifest_sha256=f.text_or_none("dataset_manifest_sha256"),
             evaluated_dataset_manifest_sha256=f.text_or_none("evaluated_dataset_manifest_sha256"),
+            evaluated_split_sha256=(f.text_or_none("evaluated_split_sha256")
+                                    if f.has("evaluated_split_sha256") else None),
             dataset_matches=f.flag_or_none("dataset_matches"),
             loss_weights=f.numbers("loss_weights"),
             # Absent from files written before the option existed: those were scored without it.
@@ -198,6 +203,9 @@ class ModelInfo:
             "dataset_matches": self.dataset_matches,
             "loss_weights": dict(self.loss_weights),
         }
+        # Absent, not null, in files from before it existed; so they read back key for key.
+        if self.evaluated_split_sha256 is not None:
+            out["evaluated_split_sha256"] = self.evaluated_split_sha256
         if self.flip_average:
             out["flip_average"] = True
         return out

@@ -94,6 +94,22 @@ class Dataset:
         """sha256 of manifest.json as written (identifies this exact dataset)."""
         return str(self.manifest.get("_sha256", ""))
 
+    def split_sha256(self, split: str) -> str:
+        """sha256 of one split's faces and true labels, row by row: all that scoring the split reads.
+
+        The manifest hash changes with anything the manifest records (source paths, a teacher's
+        folder and the time it ran, the other splits); this one changes only when the scored faces or
+        their labels do, so a rebuild, a taught copy or a dataset with more training faces still
+        holds the same test set.
+        """
+        idx = self.indices(split)
+        digest = hashlib.sha256(f"{FORMAT_NAME} split faces+labels v1 {idx.size}x{self.images.shape[1]}\n".encode())
+        digest.update(np.ascontiguousarray(self.images[idx], dtype=np.uint8).tobytes())
+        for task in TASK_NAMES:
+            digest.update(task.encode())
+            digest.update(np.ascontiguousarray(self.labels[task][idx], dtype=np.int8).tobytes())
+        return digest.hexdigest()
+
 
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
     digest = hashlib.sha256()

@@ -190,6 +190,7 @@ def evaluate(
         path=str(model_path),
         dataset_manifest_sha256=trained_on,
         evaluated_dataset_manifest_sha256=dataset.manifest_sha256,
+        evaluated_split_sha256=dataset.split_sha256(split),
         dataset_matches=bool(trained_on) and trained_on == dataset.manifest_sha256,
         loss_weights=dict(config.loss_weights),
         flip_average=flip_average,

@@ -121,6 +121,7 @@ def _model_section(metrics: EvaluationMetrics, model_config: ModelArtifactConfig
         f"- model: `{model.path}`",
         f"- trained on dataset manifest sha256: `{model.dataset_manifest_sha256}`",
         f"- evaluated dataset is the training dataset: {'yes' if match else 'no' if match is False else 'unknown'}",
+        f"- scored faces and labels sha256: `{model.evaluated_split_sha256 or 'not recorded'}`",
         f"- loss weights: {json.dumps(dict(model.loss_weights), sort_keys=True)}",
     ]
     if model_config is None:

@@ -117,3 +117,34 @@ def test_unknown_split_is_a_config_error_naming_the_valid_splits(tmp_path):
     assert ds.indices("test").tolist() == [9, 10, 11]
     with pytest.raises(ConfigError, match=r"^unknown split 'valid'; pass one of train, validation, test$"):
         ds.indices("valid")
+
+
+def test_split_hash_follows_the_scored_faces_and_labels_only(tmp_path):
+    images, labels, split = _arrays()
+    test_rows = np.flatnonzero(split == 2)
+    base = load_dataset(write_dataset(tmp_path / "a", images=images, labels=labels, split=split,
+                                      sources=[{"kind": "k", "path": "/data/a"}]))
+    # Another source path, a teacher's soft labels with their provenance, a changed training face:
+    # the manifest moves, the test set does not.
+    more_train = images.copy()
+    more_train[0] ^= 7
+    soft = np.full((len(images), 7), np.nan, dtype=np.float32)
+    soft[0] = 1 / 7
+    rebuilt = load_dataset(write_dataset(
+        tmp_path / "b", images=more_train, labels=labels, split=split, sources=[{"kind": "k", "path": "/data/b"}],
+        soft_labels={"emotion": soft}, soft_label_provenance={"emotion": {"teacher": "t", "created_at": "now"}}))
+    assert rebuilt.manifest_sha256 != base.manifest_sha256
+    assert rebuilt.split_sha256("test") == base.split_sha256("test")
+    assert rebuilt.split_sha256("train") != base.split_sha256("train")
+    assert len(base.split_sha256("test")) == 64
+    # One test pixel, one test label, or one face moved out of the test split is another test set.
+    pixel = images.copy()
+    pixel[test_rows[0], 3, 4] ^= 1
+    label = {t: a.copy() for t, a in labels.items()}
+    label["age"][test_rows[-1]] = (label["age"][test_rows[-1]] + 1) % 3
+    fewer = split.copy()
+    fewer[test_rows[0]] = 1
+    for name, (imgs, labs, spl) in {"pixel": (pixel, labels, split), "label": (images, label, split),
+                                    "row": (images, labels, fewer)}.items():
+        other = load_dataset(write_dataset(tmp_path / name, images=imgs, labels=labs, split=spl))
+        assert other.split_sha256("test") != base.split_sha256("test"), name

@@ -159,6 +159,38 @@ def test_model_info_recognises_its_training_dataset(evaluated):
     assert metrics.model.dataset_matches is True
 
 
+def test_model_info_names_the_scored_faces(evaluated, sample_dataset_dir):
+    from fer_model.dataset import load_dataset
+
+    metrics, out = evaluated
+    expected = load_dataset(sample_dataset_dir).split_sha256("test")
+    assert metrics.model.evaluated_split_sha256 == expected
+    assert json.loads((out / "metrics.json").read_text())["model"]["evaluated_split_sha256"] == expected
+    assert expected in (out / "report.md").read_text()
+
+
+def test_gate_compares_evaluations_of_a_reprepared_dataset(evaluated, tiny_model_dir, sample_dataset_dir, tmp_path):
+    # The pipeline's next run re-prepares the same sources under another scratch folder: a new
+    # manifest, the same test faces. Its candidate must be held to the serving model's numbers.
+    from fer_model.dataset import load_dataset, write_dataset
+    from fer_model.evaluation import evaluate
+    from fer_model.release.gate import decide
+
+    serving, _ = evaluated
+    ds = load_dataset(sample_dataset_dir)
+    moved = [{**s, "path": "/elsewhere/" + str(i)} for i, s in enumerate(ds.manifest.get("sources") or [{}])]
+    again = write_dataset(tmp_path / "again", images=np.asarray(ds.images), labels=ds.labels, split=ds.split,
+                          sources=moved, alignment=ds.manifest.get("alignment"))
+    candidate = evaluate(model_dir=tiny_model_dir, dataset_dir=again, out_dir=tmp_path / "eval", batch_size=7)
+    assert candidate.model.evaluated_dataset_manifest_sha256 != serving.model.evaluated_dataset_manifest_sha256
+    assert candidate.model.dataset_matches is False
+    key = "emotion_accuracy"
+    decision = decide(candidate=candidate, thresholds={key: 0.0}, serving=serving)
+    assert decision.numbers["comparable"] is True
+    assert decision.numbers["candidate"][key] == decision.numbers["serving"][key]
+    assert decision.deploy
+
+
 def test_pngs_and_report(evaluated):
     metrics, out = evaluated
     text = (out / "report.md").read_text()

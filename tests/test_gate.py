@@ -24,16 +24,22 @@ def _task(name: str, value: float, n_labelled: int, n: int) -> dict:
 
 
 def _metrics_dict(*, emotion: float, age: float = 0.4, split: str = "test", n: int = 100, sha: str | None = SHA,
-                  evaluated_sha: str | None = None) -> dict:
-    """A metrics.json as fer_model.evaluation writes it (the numbers the gate does not read are zero)."""
+                  evaluated_sha: str | None = None, split_sha: str | None = None) -> dict:
+    """A metrics.json as fer_model.evaluation writes it (the numbers the gate does not read are zero).
+
+    Without `split_sha` it is a file from before `evaluated_split_sha256`, which lacks the key.
+    """
+    model = {"path": "m", "dataset_manifest_sha256": sha, "evaluated_dataset_manifest_sha256": evaluated_sha,
+             "dataset_matches": None, "loss_weights": {"emotion": 2.0}}
+    if split_sha is not None:
+        model["evaluated_split_sha256"] = split_sha
     return {
         "split": split,
         "num_samples": n,
         "tasks": {"emotion": _task("emotion", emotion, n, n), "age": _task("age", age, n // 2, n)},
         "fairness": {},
         "fairness_by_predicted_group": {},
-        "model": {"path": "m", "dataset_manifest_sha256": sha, "evaluated_dataset_manifest_sha256": evaluated_sha,
-                  "dataset_matches": None, "loss_weights": {"emotion": 2.0}},
+        "model": model,
     }
 
 
@@ -120,6 +126,35 @@ def test_evaluation_dataset_hash_wins_over_training_hash() -> None:
     result = decide(candidate=candidate, thresholds={"emotion_accuracy": 0.5}, serving=serving)
     assert result.numbers["comparable"] is True
     assert not result.deploy
+
+
+def test_same_test_faces_are_compared_whatever_the_manifests_say() -> None:
+    # A re-prepared or taught dataset: other manifest hashes, the same scored faces and labels.
+    serving = _metrics(emotion=0.65, sha="b" * 64, evaluated_sha="c" * 64, split_sha="d" * 64)
+    candidate = _metrics(emotion=0.6, sha="e" * 64, evaluated_sha="f" * 64, split_sha="d" * 64)
+    result = decide(candidate=candidate, thresholds={"emotion_accuracy": 0.5}, serving=serving)
+    assert result.numbers["comparable"] is True
+    assert not result.deploy
+    assert "FAIL emotion_accuracy: candidate 0.6000 is worse than serving 0.6500" in result.reasons
+
+
+def test_other_test_faces_are_not_compared_even_under_one_manifest() -> None:
+    serving = _metrics(emotion=0.9, evaluated_sha="c" * 64, split_sha="d" * 64)
+    candidate = _metrics(emotion=0.6, evaluated_sha="c" * 64, split_sha="0" * 64)
+    result = decide(candidate=candidate, thresholds={"emotion_accuracy": 0.5}, serving=serving, on_mismatch="block")
+    assert result.numbers["comparable"] is False
+    assert any("evaluated_split_sha256" in r and "not compared" in r for r in result.reasons)
+    assert not result.deploy
+
+
+@pytest.mark.parametrize(("serving_manifest", "comparable"), [("c" * 64, True), ("b" * 64, False)])
+def test_a_file_without_the_split_hash_falls_back_to_the_manifest(serving_manifest: str, comparable: bool) -> None:
+    serving = _metrics(emotion=0.65, evaluated_sha=serving_manifest)  # written before the split hash existed
+    candidate = _metrics(emotion=0.6, evaluated_sha="c" * 64, split_sha="d" * 64)
+    assert serving.model.evaluated_split_sha256 is None
+    result = decide(candidate=candidate, thresholds={"emotion_accuracy": 0.5}, serving=serving)
+    assert result.numbers["comparable"] is comparable
+    assert result.deploy is not comparable
 
 
 def test_unknown_dataset_identity_is_not_compared() -> None:

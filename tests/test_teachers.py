@@ -98,6 +98,9 @@ def test_teacher_labels_only_faces_without_a_true_label(sources_dir, taught_dir,
     for task in TASK_NAMES:
         np.testing.assert_array_equal(taught.labels[task], before.labels[task])
     np.testing.assert_array_equal(taught.images, before.images)
+    # Another manifest (teacher, time), the same faces and labels: the gate compares evaluations of the two.
+    assert taught.manifest_sha256 != before.manifest_sha256
+    assert all(taught.split_sha256(s) == before.split_sha256(s) for s in ("train", "validation", "test"))
     # The teacher learned emotion from A, so what it says about B's faces is mostly the hidden truth.
     agreement = float(np.mean(soft[B_ROWS].argmax(axis=1) == truth["emotion"][B_ROWS]))
     assert agreement > 0.5, f"teacher agrees with B's hidden emotion on {agreement:.2f} of faces"

@@ -7,12 +7,14 @@ Two rules, both must hold:
    thresholded metric (within `tolerance`), *provided both were evaluated on the same data*.
 
 "Same data" means the same split name, the same number of samples, the same labelled counts
-per compared task, and the same dataset: the evaluation dataset's manifest sha256 when
-`metrics.json` records one (`model.evaluated_dataset_manifest_sha256`), else the training dataset's
-(`model.dataset_manifest_sha256`, whose test split is then the same rows). When they differ
-the numbers are not comparable (a new dataset version moves the test set), so the gate says so
-and, by default (`on_mismatch="thresholds_only"`), decides on thresholds alone; pass
-`on_mismatch="block"` to refuse deployment until the serving model is re-evaluated on the
+per compared task, and the same faces and labels: the scored split's own hash
+(`model.evaluated_split_sha256`) when both files record it. A rebuilt dataset, a taught copy or one
+with more training faces then still counts as the same test set. Files written before that field fall
+back to the dataset: the evaluation dataset's manifest sha256 when recorded
+(`model.evaluated_dataset_manifest_sha256`), else the training dataset's (`model.dataset_manifest_sha256`,
+whose test split is then the same rows). When they differ the numbers are not comparable (other test
+faces), so the gate says so and, by default (`on_mismatch="thresholds_only"`), decides on thresholds
+alone; pass `on_mismatch="block"` to refuse deployment until the serving model is re-evaluated on the
 candidate's data.
 """
 
@@ -91,6 +93,7 @@ def evaluation_identity(metrics: EvaluationMetrics, *, keys: list[str]) -> dict[
     identity: dict[str, Any] = {
         "split": metrics.split,
         "num_samples": metrics.num_samples,
+        "evaluated_split_sha256": metrics.model.evaluated_split_sha256,
         "dataset_manifest_sha256": dataset,
     }
     for name in sorted({parse_metric_key(k)[0] for k in keys}):
@@ -141,8 +144,12 @@ def _data_differences(candidate: EvaluationMetrics, serving: EvaluationMetrics, 
     """How the two evaluations' data differ; empty when their numbers are comparable."""
     cand_id = evaluation_identity(candidate, keys=keys)
     serve_id = evaluation_identity(serving, keys=keys)
-    diffs = [f"{k} {serve_id[k]!r} vs {cand_id[k]!r}" for k in cand_id if cand_id[k] != serve_id[k]]
-    if cand_id["dataset_manifest_sha256"] is None or serve_id["dataset_manifest_sha256"] is None:
+    by_split = bool(cand_id["evaluated_split_sha256"] and serve_id["evaluated_split_sha256"])
+    # One of the two hashes decides: a manifest hash also moves with paths, teachers and training
+    # faces, so it is asked only of files that predate the split hash.
+    unused = "dataset_manifest_sha256" if by_split else "evaluated_split_sha256"
+    diffs = [f"{k} {serve_id[k]!r} vs {cand_id[k]!r}" for k in cand_id if k != unused and cand_id[k] != serve_id[k]]
+    if not by_split and (cand_id["dataset_manifest_sha256"] is None or serve_id["dataset_manifest_sha256"] is None):
         diffs.append("a dataset_manifest_sha256 is missing, so sameness cannot be shown")
     return diffs
 
