@@ -3,6 +3,7 @@ card agree, it finds and reads a real face."""
 
 import hashlib
 import json
+import re
 import shutil
 
 import cv2
@@ -96,6 +97,8 @@ def test_metrics_are_derived_from_their_confusion_matrices_and_the_card_shows_th
     evaluated_on = typed.model.evaluated_dataset_manifest_sha256
     assert evaluated_on in {config.dataset_manifest_sha256, REBUILT_DATASET}
     assert typed.model.dataset_matches is (evaluated_on == config.dataset_manifest_sha256)
+    # What the release gate compares a candidate's test set by (unchanged by rebuilds and teachers).
+    assert re.fullmatch(r"[0-9a-f]{64}", typed.model.evaluated_split_sha256 or "")
     assert typed.split == "test" and set(typed.tasks) == set(TASK_NAMES)
     card = (PRETRAINED_DIR / CARD_FILE).read_text()
     assert card == render_model_card(PRETRAINED_DIR)
