@@ -1,10 +1,12 @@
 """Accuracy of a model on transformed views of one split: a check on how far validation is selected on.
 
-    python experiments/real_faces/probe_views.py MODEL_DIR DATASET_DIR SPLIT [VIEW,VIEW,...] > views.json
+    python experiments/real_faces/probe_views.py MODEL_DIR DATASET_DIR SPLIT [VIEW,VIEW,...] [--mirrored] > views.json
 
 Views: the face as prepared (`id`), its mirror (`flip`), 2-pixel shifts, 8% zooms in and out, 6-degree
 rotations (edges replicated); then the mean of the probabilities over a few sets of views (test-time
 augmentation). Prints {view: {task: accuracy %}} as JSON, with the labelled count per task under "n".
+`--mirrored` applies every view to the mirrored face instead (so `id` is the mirror), which scores
+test-time augmentation on faces no validation choice has seen.
 
 Why: every warm-started stage restores its best validation epoch, and the next stage starts from it,
 so a chain of stages climbs validation accuracy as such, not only accuracy. A model trained with
@@ -56,13 +58,17 @@ _AVERAGES = {
     "mean(id,flip,shifts)": ["id", "flip", "sx+2", "sx-2", "sy+2", "sy-2"],
     "mean(id,flip,zooms)": ["id", "flip", "zoom1.08", "zoom0.93"],
     "mean(id,flip,rotations)": ["id", "flip", "rot+6", "rot-6"],
+    # Without the mirror: under --mirrored, the mean of views of the mirrored face alone.
+    "mean(id,shifts,zooms,rotations)": ["id", "sx+2", "sx-2", "sy+2", "sy-2", "zoom1.08", "zoom0.93", "rot+6", "rot-6"],
 }
 
 
-def main(model_dir: str, dataset_dir: str, split: str, only: list[str] | None = None) -> dict:
+def main(model_dir: str, dataset_dir: str, split: str, only: list[str] | None = None, mirrored: bool = False) -> dict:
     artifact = load_model_artifact(model_dir)
     tasks = list(artifact.tasks)
     images, labels = load_dataset(dataset_dir).subset(split)
+    if mirrored:
+        images = np.ascontiguousarray(images[:, :, ::-1])
     views = {name: view for name, view in _views(images.shape[1]).items() if not only or name in only}
 
     probs: dict[str, dict[str, np.ndarray]] = {}
@@ -75,7 +81,7 @@ def main(model_dir: str, dataset_dir: str, split: str, only: list[str] | None = 
         labelled = labels[task] != MISSING
         return round(100 * float((p[labelled].argmax(1) == labels[task][labelled]).mean()), 2)
 
-    out: dict = {"model": model_dir, "split": split,
+    out: dict = {"model": model_dir, "split": split, "mirrored": mirrored,
                  "n": {t: int((labels[t] != MISSING).sum()) for t in tasks}}
     for name in probs:
         out[name] = {t: accuracy(t, probs[name][t]) for t in tasks}
@@ -86,6 +92,8 @@ def main(model_dir: str, dataset_dir: str, split: str, only: list[str] | None = 
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (4, 5):
+    mirrored = "--mirrored" in sys.argv
+    args = [a for a in sys.argv[1:] if a != "--mirrored"]
+    if len(args) not in (3, 4):
         sys.exit(__doc__)
-    print(json.dumps(main(*sys.argv[1:4], sys.argv[4].split(",") if len(sys.argv) == 5 else None), indent=1))
+    print(json.dumps(main(*args[:3], args[3].split(",") if len(args) == 4 else None, mirrored=mirrored), indent=1))
