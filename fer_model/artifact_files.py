@@ -10,7 +10,8 @@ sides cannot drift. `from_dict` checks every key's presence and type and raises 
 naming the file and the key path (`tasks.emotion.accuracy`). `to_dict` reproduces the files as
 they have always been written (same keys, same order), so older artifacts still load and a
 read-then-write round trip is the identity. Keys that later writers added (`untrained_classes`,
-`fairness_by_predicted_group`) are None when a file predates them and are then left out again.
+`fairness_by_predicted_group`, `dataset_split_sha256`) are None when a file predates them and are
+then left out again.
 
 The `model`, `training` and `alignment` sections of config.json stay plain dicts: their typed forms
 (`ModelConfig`, `TrainConfig`, `AlignConfig`) live in modules that import Keras or OpenCV, which
@@ -168,7 +169,9 @@ class ModelInfo:
         evaluated_dataset_manifest_sha256: sha256 of the dataset manifest it was evaluated on.
         evaluated_split_sha256: sha256 of the scored split's faces and true labels
             (`Dataset.split_sha256`); None in files written before it existed.
-        dataset_matches: Whether the two are the same dataset (None when unknown).
+        dataset_matches: Whether the scored faces and labels are the training dataset's split of
+            that name: the same manifest, or the split hash config.json recorded at training time
+            (so a rebuild or a taught copy still counts). None when the model records neither.
         loss_weights: The loss weights it was trained with, per task.
         flip_average: Whether each face was scored as the mean of it and its mirror image.
     """
@@ -318,6 +321,9 @@ class ModelArtifactConfig:
         model: ModelConfig fields; training: TrainConfig fields (plain dicts, see the module docstring).
         loss_weights: The weight of each head's loss.
         dataset_manifest_sha256: sha256 of the dataset manifest it was trained on.
+        dataset_split_sha256: split -> `Dataset.split_sha256` of that dataset, so an evaluation
+            can tell its held-out faces in a rebuild or a taught copy, whose manifest hash differs;
+            None in files written before it existed.
         best_epoch: 0-based index of the restored epoch; epochs_run: epochs trained.
         validation: `val_*` metrics at the best epoch.
         saved_model: The SavedModel folder inside the artifact, or None when not exported.
@@ -344,6 +350,7 @@ class ModelArtifactConfig:
     saved_model: str | None
     untrained_classes: Mapping[str, tuple[str, ...]] | None = None
     sha256: Mapping[str, str] | None = None
+    dataset_split_sha256: Mapping[str, str] | None = None
     format: str = MODEL_FORMAT_NAME
     format_version: int = MODEL_FORMAT_VERSION
 
@@ -385,6 +392,7 @@ class ModelArtifactConfig:
             saved_model=f.text_or_none("saved_model"),
             untrained_classes=f.name_lists("untrained_classes") if f.has("untrained_classes") else None,
             sha256=_file_hashes(f) if f.has("sha256") else None,
+            dataset_split_sha256=(_split_hashes(f) if f.has("dataset_split_sha256") else None),
         )
 
     @classmethod
@@ -418,6 +426,11 @@ class ModelArtifactConfig:
             "training": dict(self.training),
             "loss_weights": dict(self.loss_weights),
             "dataset_manifest_sha256": self.dataset_manifest_sha256,
+        }
+        # Absent, not null, in files from before it existed; so they read back key for key.
+        if self.dataset_split_sha256 is not None:
+            out["dataset_split_sha256"] = dict(self.dataset_split_sha256)
+        out |= {
             "best_epoch": self.best_epoch,
             "epochs_run": self.epochs_run,
             "validation": dict(self.validation),
@@ -434,6 +447,16 @@ class ModelArtifactConfig:
         path = Path(folder) / CONFIG_FILE
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return path
+
+
+def _split_hashes(f: JsonFields) -> dict[str, str]:
+    """config.json's {split: sha256 hex of its faces and labels} section."""
+    section = f.obj("dataset_split_sha256")
+    hashes = {split: section.text(split) for split in section.data}
+    for split, digest in hashes.items():
+        if len(digest) != 64 or set(digest) - set("0123456789abcdef"):
+            raise section.fail(split, "a sha256 hex digest of the split's faces and labels", digest)
+    return hashes
 
 
 def _file_hashes(f: JsonFields) -> dict[str, str]:

@@ -20,6 +20,7 @@ from fer_model.artifact_files import (
     ClassMetrics,
     EvaluationMetrics,
     GroupAccuracy,
+    ModelArtifactConfig,
     ModelInfo,
     TaskMetrics,
 )
@@ -185,13 +186,13 @@ def evaluate(
     logger.info("predicting %d %s samples with %s", idx.size, split, model_path)
     predictions = predict_classes(artifact.model, dataset.images, idx, tasks=tuple(config.tasks),
                                   batch_size=batch_size, flip_average=flip_average)
-    trained_on = config.dataset_manifest_sha256
+    scored_faces = dataset.split_sha256(split)
     model_info = ModelInfo(
         path=str(model_path),
-        dataset_manifest_sha256=trained_on,
+        dataset_manifest_sha256=config.dataset_manifest_sha256,
         evaluated_dataset_manifest_sha256=dataset.manifest_sha256,
-        evaluated_split_sha256=dataset.split_sha256(split),
-        dataset_matches=bool(trained_on) and trained_on == dataset.manifest_sha256,
+        evaluated_split_sha256=scored_faces,
+        dataset_matches=_is_training_split(config, dataset.manifest_sha256, split, scored_faces),
         loss_weights=dict(config.loss_weights),
         flip_average=flip_average,
     )
@@ -200,3 +201,18 @@ def evaluate(
     out = metrics.write(out_dir).parent
     write_report(metrics, out_dir=out, model_config=config)
     return metrics
+
+
+def _is_training_split(config: ModelArtifactConfig, manifest_sha256: str, split: str, split_sha256: str) -> bool | None:
+    """Whether the scored faces and labels are the model's training dataset's split of that name.
+
+    The same manifest says so outright. A rebuild or a taught copy has another manifest hash, so then
+    the split hash recorded at training time decides. None when the model records neither.
+    """
+    trained_on = config.dataset_manifest_sha256
+    if trained_on and trained_on == manifest_sha256:
+        return True
+    recorded = (config.dataset_split_sha256 or {}).get(split)
+    if recorded:
+        return recorded == split_sha256
+    return False if trained_on else None

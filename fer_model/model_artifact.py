@@ -122,6 +122,7 @@ def save_model_artifact(
     dataset_manifest_sha256: str,
     alignment: Mapping[str, Any],
     untrained_classes: Mapping[str, Sequence[str]] | None = None,
+    dataset_split_sha256: Mapping[str, str] | None = None,
 ) -> Path:
     """Write a model artifact atomically (replacing `out_dir` if it exists) and return its path.
 
@@ -136,6 +137,8 @@ def save_model_artifact(
         alignment: Alignment settings (AlignConfig fields) the dataset was prepared with; serving
             must align faces the same way.
         untrained_classes: task -> classes that had no training label (silenced in `model`).
+        dataset_split_sha256: split -> `Dataset.split_sha256` of the training dataset (lets an
+            evaluation recognise its held-out split in a rebuilt or taught copy).
     """
     import keras
 
@@ -160,7 +163,7 @@ def save_model_artifact(
         config = _artifact_config(
             model_config=model_config, train_config=train_config, history=history, best_epoch=best_epoch,
             dataset_manifest_sha256=dataset_manifest_sha256, alignment=alignment, saved_model=saved_model,
-            untrained_classes=untrained_classes,
+            untrained_classes=untrained_classes, dataset_split_sha256=dataset_split_sha256,
         )
         # Written last, config.json records the hash of every other file (checked on load).
         dataclasses.replace(config, sha256=_hash_files(tmp)).write(tmp)
@@ -178,6 +181,7 @@ def _artifact_config(
     alignment: Mapping[str, Any],
     saved_model: str | None,
     untrained_classes: Mapping[str, Sequence[str]] | None,
+    dataset_split_sha256: Mapping[str, str] | None,
 ) -> ModelArtifactConfig:
     """The config.json of an artifact being written (see `save_model_artifact` for the arguments)."""
     import keras
@@ -199,6 +203,7 @@ def _artifact_config(
         validation={k: float(v[best_epoch]) for k, v in history.items() if k.startswith("val_")},
         saved_model=saved_model,
         untrained_classes={t: tuple(c) for t, c in (untrained_classes or {}).items()},
+        dataset_split_sha256=dict(dataset_split_sha256) if dataset_split_sha256 is not None else None,
     )
 
 

@@ -120,7 +120,8 @@ def _model_section(metrics: EvaluationMetrics, model_config: ModelArtifactConfig
     lines = [
         f"- model: `{model.path}`",
         f"- trained on dataset manifest sha256: `{model.dataset_manifest_sha256}`",
-        f"- evaluated dataset is the training dataset: {'yes' if match else 'no' if match is False else 'unknown'}",
+        f"- scored faces are the training dataset's {metrics.split} split: "
+        f"{'yes' if match else 'no' if match is False else 'unknown'}",
         f"- scored faces and labels sha256: `{model.evaluated_split_sha256 or 'not recorded'}`",
         f"- loss weights: {json.dumps(dict(model.loss_weights), sort_keys=True)}",
     ]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fer_model.dataset import alignment_settings
+from fer_model.records import SPLITS
 
 if TYPE_CHECKING:
     from fer_model.dataset import Dataset
@@ -94,7 +95,7 @@ def save_fit(
     model_config: ModelConfig,
     train_config: TrainConfig,
 ) -> TrainResult:
-    """Write the model artifact of a `fit` on `dataset` (its manifest hash and alignment recorded)."""
+    """Write the model artifact of a `fit` on `dataset` (its manifest and split hashes and alignment recorded)."""
     from fer_model.model_artifact import save_model_artifact
 
     model_dir = save_model_artifact(
@@ -107,5 +108,6 @@ def save_fit(
         dataset_manifest_sha256=dataset.manifest_sha256,
         alignment=alignment_settings(dataset.manifest),
         untrained_classes=result.untrained_classes,
+        dataset_split_sha256={split: dataset.split_sha256(split) for split in SPLITS},
     )
     return TrainResult(model_dir=model_dir, history=result.history, best_epoch=result.best_epoch)

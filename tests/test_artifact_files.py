@@ -54,6 +54,8 @@ def test_older_files_without_later_keys_keep_them_absent() -> None:
     assert "fairness_by_predicted_group" not in metrics and "untrained_classes" not in config
     assert EvaluationMetrics.from_dict(metrics).fairness_by_predicted_group is None
     assert "untrained_classes" not in ModelArtifactConfig.from_dict(config).to_dict()
+    assert ModelArtifactConfig.from_dict(config).dataset_split_sha256 is None
+    assert "dataset_split_sha256" not in ModelArtifactConfig.from_dict(config).to_dict()
 
 
 def test_write_then_read_is_the_identity(tmp_path: Path) -> None:
@@ -117,6 +119,8 @@ def test_malformed_metrics_are_rejected_naming_file_and_key(tmp_path: Path, key:
         ("tasks.race", "caucasian", r"`tasks.race` must be a list of strings"),
         ("tasks.emotion", ["happy", "sad"], r"task 'emotion' with classes \['happy', 'sad'\] .* label order"),
         ("untrained_classes.gender", [0], r"`untrained_classes.gender` must be a list of strings"),
+        ("dataset_split_sha256", {"test": "02a7"}, r"`dataset_split_sha256.test` must be a sha256 hex digest"),
+        ("dataset_split_sha256", {"test": 7}, r"`dataset_split_sha256.test` must be a string, got 7"),
     ],
 )
 def test_malformed_configs_are_rejected_naming_file_and_key(tmp_path: Path, key: str, value: Any, match: str) -> None:

@@ -1,6 +1,7 @@
 """Evaluation: metrics dict from hand-made arrays, the report, and `evaluate` on real fixture artifacts."""
 
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -153,10 +154,19 @@ def test_fairness_n_add_up(evaluated, sample_dataset_dir):
         assert sum(g.n for g in groups.values()) == both
 
 
-def test_model_info_recognises_its_training_dataset(evaluated):
-    metrics, _ = evaluated
+def test_model_info_recognises_its_training_dataset(evaluated, tiny_model_dir, sample_dataset_dir):
+    from fer_model.dataset import load_dataset
+    from fer_model.model_artifact import read_model_config
+
+    metrics, out = evaluated
     # The fixture model was trained on the fixture dataset, so the manifest hashes agree.
     assert metrics.model.dataset_matches is True
+    assert "scored faces are the training dataset's test split: yes" in (out / "report.md").read_text()
+    # Training recorded every split of that dataset by its faces and labels.
+    ds = load_dataset(sample_dataset_dir)
+    recorded = read_model_config(tiny_model_dir).dataset_split_sha256
+    assert recorded == {s: ds.split_sha256(s) for s in ("train", "validation", "test")}
+    assert len(set(recorded.values())) == 3
 
 
 def test_model_info_names_the_scored_faces(evaluated, sample_dataset_dir):
@@ -183,12 +193,58 @@ def test_gate_compares_evaluations_of_a_reprepared_dataset(evaluated, tiny_model
                           sources=moved, alignment=ds.manifest.get("alignment"))
     candidate = evaluate(model_dir=tiny_model_dir, dataset_dir=again, out_dir=tmp_path / "eval", batch_size=7)
     assert candidate.model.evaluated_dataset_manifest_sha256 != serving.model.evaluated_dataset_manifest_sha256
-    assert candidate.model.dataset_matches is False
+    # Another manifest, but the split hashes recorded at training time still know the held-out faces.
+    assert candidate.model.dataset_matches is True
     key = "emotion_accuracy"
     decision = decide(candidate=candidate, thresholds={key: 0.0}, serving=serving)
     assert decision.numbers["comparable"] is True
     assert decision.numbers["candidate"][key] == decision.numbers["serving"][key]
     assert decision.deploy
+
+
+@pytest.mark.parametrize(("recorded", "expected", "shown"), [
+    ("own", True, "yes"),            # a rebuild: other manifest, same test faces
+    ("other", False, "no"),          # the recorded test split differs from the scored faces
+    (None, False, "no"),             # a model from before split hashes: the manifest decides
+])
+def test_dataset_matches_by_the_split_hash_recorded_at_training(tiny_model_dir, sample_dataset_dir, tmp_path,
+                                                                recorded, expected, shown):
+    from fer_model.dataset import load_dataset, write_dataset
+    from fer_model.evaluation import evaluate
+    from fer_model.model_artifact import read_model_config
+
+    ds = load_dataset(sample_dataset_dir)
+    moved = [{**s, "path": f"/rebuilt/{i}"} for i, s in enumerate(ds.manifest.get("sources") or [{}])]
+    rebuilt = write_dataset(tmp_path / "rebuilt", images=np.asarray(ds.images), labels=ds.labels, split=ds.split,
+                            sources=moved, alignment=ds.manifest.get("alignment"))
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    config = read_model_config(model).to_dict()
+    if recorded is None:
+        del config["dataset_split_sha256"]
+    elif recorded == "other":
+        config["dataset_split_sha256"]["test"] = ds.split_sha256("validation")
+    (model / "config.json").write_text(json.dumps(config))
+    metrics = evaluate(model_dir=model, dataset_dir=rebuilt, out_dir=tmp_path / "eval", batch_size=7)
+    assert metrics.model.dataset_matches is expected
+    assert f"training dataset's test split: {shown}" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_dataset_matches_is_unknown_when_the_model_records_no_training_data(tiny_model_dir, sample_dataset_dir,
+                                                                            tmp_path):
+    from fer_model.evaluation import evaluate
+    from fer_model.model_artifact import read_model_config
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    config = read_model_config(model).to_dict()
+    config["dataset_manifest_sha256"] = None
+    del config["dataset_split_sha256"]
+    (model / "config.json").write_text(json.dumps(config))
+    metrics = evaluate(model_dir=model, dataset_dir=sample_dataset_dir, out_dir=tmp_path / "eval", batch_size=7)
+    assert metrics.model.dataset_matches is None
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["model"]["dataset_matches"] is None
+    assert "training dataset's test split: unknown" in (tmp_path / "eval" / "report.md").read_text()
 
 
 def test_pngs_and_report(evaluated):

@@ -44,6 +44,8 @@ def test_artifact_contents_and_config(tiny_model_dir: Path) -> None:
     assert config.model["width"] == 0.25 and config.model["tasks"] == list(TASK_NAMES)
     assert config.loss_weights == {"emotion": 2.0, "gender": 0.1, "race": 1.5, "age": 4.0}
     assert config.dataset_manifest_sha256 is not None and len(config.dataset_manifest_sha256) == 64
+    # Each split of the training dataset by its faces and labels (test_evaluation checks the values).
+    assert sorted(config.dataset_split_sha256 or {}) == ["test", "train", "validation"]
     assert config.alignment, "alignment settings must travel with the model for serving"
     history = json.loads((tiny_model_dir / "history.json").read_text())
     best = config.best_epoch
