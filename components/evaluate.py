@@ -24,7 +24,8 @@ def evaluate(
         model: A model artifact folder (from `train`).
         dataset: The dataset artifact it is scored on.
         metrics: A folder holding metrics.json, report.md, report.html and confusion_<task>.png
-            (what the gate reads), with accuracy and macro-F1 per task as scalar metrics for the KFP UI.
+            (what the gate reads), with accuracy and macro-F1 per task as scalar metrics for the KFP UI,
+            and the accuracy without faces that copy training faces (`training_copies`).
         emotion_cm: Emotion confusion matrix (likewise gender_cm, race_cm, age_cm); a task the
             model has no head for, or with no labelled sample in the split, stays empty.
         report: The report as one HTML file, confusion images inlined, so the KFP UI shows it whole.
@@ -43,6 +44,12 @@ def evaluate(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     result = score(model_dir=model.path, dataset_dir=dataset.path, out_dir=metrics.path, split=split)
     metrics.log_metric("num_samples", result.num_samples)
+    copies = result.training_copies
+    if copies is not None:
+        metrics.log_metric("training_copies", copies.n)
+        for task, score in copies.without.items():
+            if score.accuracy is not None:
+                metrics.log_metric(f"{task}_accuracy_without_training_copies", score.accuracy)
     outputs = {"emotion": emotion_cm, "gender": gender_cm, "race": race_cm, "age": age_cm}
     for task, out in outputs.items():
         task_metrics = result.task(task)

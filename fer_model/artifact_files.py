@@ -10,8 +10,8 @@ sides cannot drift. `from_dict` checks every key's presence and type and raises 
 naming the file and the key path (`tasks.emotion.accuracy`). `to_dict` reproduces the files as
 they have always been written (same keys, same order), so older artifacts still load and a
 read-then-write round trip is the identity. Keys that later writers added (`untrained_classes`,
-`fairness_by_predicted_group`, `dataset_split_sha256`) are None when a file predates them and are
-then left out again.
+`fairness_by_predicted_group`, `training_copies`, `dataset_split_sha256`) are None when a file
+predates them and are then left out again.
 
 The `model`, `training` and `alignment` sections of config.json stay plain dicts: their typed forms
 (`ModelConfig`, `TrainConfig`, `AlignConfig`) live in modules that import Keras or OpenCV, which
@@ -139,6 +139,44 @@ class GroupAccuracy:
         return {"n": self.n, "emotion_accuracy": self.emotion_accuracy}
 
 
+@dataclass(frozen=True)
+class TaskAccuracy:
+    """Accuracy over the `n_labelled` faces of one task; None when none is labelled."""
+
+    n_labelled: int
+    accuracy: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_labelled": self.n_labelled, "accuracy": self.accuracy}
+
+
+@dataclass(frozen=True)
+class TrainingCopies:
+    """The scored faces that are exact copies of training faces (`fer_model.split_overlap`).
+
+    A model can answer those from memory, so `without` is the score on faces it cannot have seen.
+
+    Attributes:
+        n: Scored faces whose pixels also occur in the training split.
+        without: task -> accuracy on the other scored faces.
+    """
+
+    n: int
+    without: Mapping[str, TaskAccuracy]
+
+    @classmethod
+    def _read(cls, f: JsonFields) -> TrainingCopies:
+        without = f.obj("without")
+        return cls(n=f.integer("n"), without={
+            t: TaskAccuracy(n_labelled=without.obj(t).integer("n_labelled"),
+                            accuracy=without.obj(t).number_or_none("accuracy"))
+            for t in without.data
+        })
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "without": {t: a.to_dict() for t, a in self.without.items()}}
+
+
 #: attribute (gender, race, age) -> group (class name) -> emotion accuracy in that group.
 FairnessTable = Mapping[str, Mapping[str, GroupAccuracy]]
 
@@ -226,6 +264,8 @@ class EvaluationMetrics:
         fairness_by_predicted_group: The same, grouped by the model's own group heads; None in files
             written before it existed.
         model: Which model, trained and evaluated on which data.
+        training_copies: Scored faces that are exact copies of training faces, and the scores
+            without them; None for the train split and in files written before it existed.
     """
 
     split: str
@@ -234,6 +274,7 @@ class EvaluationMetrics:
     fairness: FairnessTable
     model: ModelInfo
     fairness_by_predicted_group: FairnessTable | None = None
+    training_copies: TrainingCopies | None = None
 
     def task(self, name: str) -> TaskMetrics | None:
         """The scores of task `name`, or None when the model has no such head."""
@@ -256,6 +297,8 @@ class EvaluationMetrics:
             fairness=_read_fairness(f.obj("fairness")),
             fairness_by_predicted_group=_read_fairness(by_predicted) if by_predicted else None,
             model=ModelInfo._read(f.obj("model")),
+            training_copies=(TrainingCopies._read(f.obj("training_copies")) if f.has("training_copies")
+                             else None),
         )
 
     @classmethod
@@ -278,6 +321,8 @@ class EvaluationMetrics:
         }
         if self.fairness_by_predicted_group is not None:
             out["fairness_by_predicted_group"] = _fairness_dict(self.fairness_by_predicted_group)
+        if self.training_copies is not None:
+            out["training_copies"] = self.training_copies.to_dict()
         out["model"] = self.model.to_dict()
         return out
 

@@ -22,7 +22,9 @@ from fer_model.artifact_files import (
     GroupAccuracy,
     ModelArtifactConfig,
     ModelInfo,
+    TaskAccuracy,
     TaskMetrics,
+    TrainingCopies,
 )
 from fer_model.dataset import Dataset, load_dataset
 from fer_model.errors import ArtifactError, ConfigError, DataError
@@ -30,6 +32,7 @@ from fer_model.metrics import score_task
 from fer_model.predict import predict_probabilities
 from fer_model.records import SPLITS
 from fer_model.report import write_report
+from fer_model.split_overlap import training_copies
 from fer_model.tasks import MISSING, get_task
 
 logger = logging.getLogger(__name__)
@@ -80,6 +83,7 @@ def build_metrics(
     labels: Mapping[str, np.ndarray],
     split: str,
     model_info: ModelInfo | None = None,
+    training_copy: np.ndarray | None = None,
 ) -> EvaluationMetrics:
     """The metrics.json content from predicted and true class indices of one split.
 
@@ -89,10 +93,13 @@ def build_metrics(
             the fairness attributes.
         split: Name of the evaluated split (recorded in the output).
         model_info: The "model" section (sha256 of the training dataset manifest, loss weights, ...).
+        training_copy: bool [N], True where a face is an exact copy of a training face
+            (`fer_model.split_overlap`); each task is then also scored without those faces.
     """
     if not predictions:
         raise DataError("no predictions to score: the model has no task heads")
-    n = {int(np.asarray(a).shape[0]) for a in (*predictions.values(), *labels.values())}
+    copies = [] if training_copy is None else [training_copy]
+    n = {int(np.asarray(a).shape[0]) for a in (*predictions.values(), *labels.values(), *copies)}
     if len(n) != 1:
         raise DataError(f"predictions and labels must all have the same length, got lengths {sorted(n)}")
     tasks: dict[str, TaskMetrics] = {}
@@ -110,7 +117,21 @@ def build_metrics(
         # the model's own group heads is the only lens left; it inherits those heads' errors.
         by_predicted = _fairness(labels["emotion"], predictions["emotion"], predictions)
     return EvaluationMetrics(split=split, num_samples=n.pop(), tasks=tasks, fairness=fairness,
-                             fairness_by_predicted_group=by_predicted, model=model_info or ModelInfo())
+                             fairness_by_predicted_group=by_predicted, model=model_info or ModelInfo(),
+                             training_copies=None if training_copy is None else _without_copies(
+                                 predictions, labels, np.asarray(training_copy, dtype=bool)))
+
+
+def _without_copies(predictions: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray],
+                    copy: np.ndarray) -> TrainingCopies:
+    """How many faces are training copies, and each task's accuracy on the others."""
+    without: dict[str, TaskAccuracy] = {}
+    for name, pred in predictions.items():
+        truth, guess = np.asarray(labels[name])[~copy], np.asarray(pred)[~copy]
+        labelled = truth != MISSING
+        accuracy = float((guess[labelled] == truth[labelled]).mean()) if labelled.any() else None
+        without[name] = TaskAccuracy(n_labelled=int(labelled.sum()), accuracy=accuracy)
+    return TrainingCopies(n=int(copy.sum()), without=without)
 
 
 def _split_images(dataset: Dataset, split: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -196,7 +217,10 @@ def evaluate(
         loss_weights=dict(config.loss_weights),
         flip_average=flip_average,
     )
-    metrics = build_metrics(predictions=predictions, labels=labels, split=split, model_info=model_info)
+    # On the train split every face is its own copy: nothing is left to score without them.
+    copy = None if split == "train" else training_copies(dataset, split)
+    metrics = build_metrics(predictions=predictions, labels=labels, split=split, model_info=model_info,
+                            training_copy=copy)
     # Written through a temporary name, so a reader (the pipeline's gate) never sees half a metrics.json.
     out = metrics.write(out_dir).parent
     write_report(metrics, out_dir=out, model_config=config)

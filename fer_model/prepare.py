@@ -34,6 +34,7 @@ from fer_model.progress import DEFAULT_EVERY_S, Progress
 from fer_model.readers import SourceSpec, SplitMode, read_source
 from fer_model.readers._common import check_split_mode
 from fer_model.records import SPLIT_CODES, SPLITS, Record, Reject
+from fer_model.split_overlap import overlap_counts
 from fer_model.storage import local_source
 from fer_model.tasks import TASK_NAMES
 
@@ -248,6 +249,7 @@ def prepare_dataset(
     images, labels, split = _arrays(runs)
     rejects = [r.to_dict() for run in runs for r in run.rejects]
     inputs = sum(run.inputs for run in runs)
+    overlap = overlap_counts(images, split)
     out = write_dataset(
         out_dir,
         images=images,
@@ -259,6 +261,7 @@ def prepare_dataset(
         extra={
             "prepare": {"seed": seed, "split_mode": split_mode, "limit": limit, "library_version": __version__},
             "num_inputs": inputs,
+            "split_overlap": overlap,
         },
     )
     elapsed = time.perf_counter() - started
@@ -268,4 +271,10 @@ def prepare_dataset(
         len(split), inputs, len(runs), per_split, len(rejects), sum(r.eyes_found for run in runs for r in run.results),
         elapsed, inputs / max(elapsed, 1e-9), out,
     )  # fmt: skip
+    if any(overlap.values()):
+        logger.warning(
+            "%d validation and %d test faces are exact copies of training faces (%d test faces copy validation "
+            "ones): a model can answer those from memory; `fer-mtl evaluate` also scores without them",
+            overlap["validation_in_train"], overlap["test_in_train"], overlap["test_in_validation"],
+        )  # fmt: skip
     return out

@@ -86,6 +86,18 @@ def _task_table(tasks: Mapping[str, TaskMetrics]) -> list[str]:
     return lines
 
 
+def _training_copies(metrics: EvaluationMetrics) -> list[str]:
+    """The scores without the faces that copy a training face (nothing when none was looked for)."""
+    copies = metrics.training_copies
+    if copies is None:
+        return []
+    lines = [f"{copies.n} of the {metrics.num_samples} scored faces are exact copies of training faces, which a "
+             "model can answer from memory. Without them:", "",
+             "| task | accuracy | labelled |", "| --- | --- | --- |"]
+    lines += [f"| {name} | {_fmt(t.accuracy)} | {t.n_labelled} |" for name, t in copies.without.items()]
+    return ["", *lines]
+
+
 def _per_class_table(name: str, task: TaskMetrics) -> list[str]:
     if not task.per_class:
         return []
@@ -162,6 +174,7 @@ def write_report(
         "## Per-task metrics",
         "",
         *_task_table(tasks),
+        *_training_copies(metrics),
         "",
         "## Per-class metrics",
         "",

@@ -52,6 +52,7 @@ def test_older_files_without_later_keys_keep_them_absent() -> None:
     metrics = json.loads((RESULTS / "cpu" / "multi_task" / METRICS_FILE).read_text())
     config = json.loads((RESULTS / "cpu" / "multi_task" / CONFIG_FILE).read_text())
     assert "fairness_by_predicted_group" not in metrics and "untrained_classes" not in config
+    assert "training_copies" not in metrics and EvaluationMetrics.from_dict(metrics).training_copies is None
     assert EvaluationMetrics.from_dict(metrics).fairness_by_predicted_group is None
     assert "untrained_classes" not in ModelArtifactConfig.from_dict(config).to_dict()
     assert ModelArtifactConfig.from_dict(config).dataset_split_sha256 is None
@@ -97,6 +98,9 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
         ("fairness.gender.male.n", None, r"`fairness.gender.male.n` must be an integer"),
         ("model.dataset_matches", "yes", r"`model.dataset_matches` must be true or false or null"),
         ("model.loss_weights", [1, 2], r"`model.loss_weights` must be a JSON object, got list"),
+        ("training_copies", {"n": 3}, r"lacks the key `training_copies.without`"),
+        ("training_copies", {"n": 3, "without": {"emotion": {"n_labelled": 2, "accuracy": "high"}}},
+         r"`training_copies.without.emotion.accuracy` must be a number or null"),
     ],
 )
 def test_malformed_metrics_are_rejected_naming_file_and_key(tmp_path: Path, key: str, value: Any, match: str) -> None:

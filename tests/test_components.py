@@ -141,6 +141,10 @@ def test_evaluate_logs_metrics_confusion_matrices_and_report(
     assert written["split"] == "test" and written["num_samples"] == 40
     assert accuracy == pytest.approx(written["tasks"]["emotion"]["accuracy"])
     assert metrics.metadata["emotion_accuracy"] == pytest.approx(accuracy)
+    copies = written["training_copies"]
+    assert metrics.metadata["training_copies"] == copies["n"]
+    assert metrics.metadata["emotion_accuracy_without_training_copies"] == pytest.approx(
+        copies["without"]["emotion"]["accuracy"])
     for task in TASKS:
         tm = written["tasks"][task.name]
         cm = cms[task.name].metadata["confusionMatrix"]

@@ -76,6 +76,26 @@ def test_no_emotion_head_means_no_fairness_table():
 def test_length_mismatch_is_rejected():
     with pytest.raises(DataError, match="same length"):
         build_metrics(predictions={"emotion": np.array([0, 1])}, labels=LABELS, split="test")
+    with pytest.raises(DataError, match="same length"):
+        build_metrics(predictions=PREDICTIONS, labels=LABELS, split="test", training_copy=np.array([True]))
+
+
+def test_scores_without_training_copies_by_hand(tmp_path):
+    # Samples 0 and 4 copy training faces. Left: 1 (emotion right), 2 (wrong), 3 (no emotion label).
+    copy = np.array([True, False, False, False, True])
+    m = build_metrics(predictions=PREDICTIONS, labels=LABELS, split="test", training_copy=copy)
+    assert m.training_copies is not None and m.training_copies.n == 2
+    emotion, race = m.training_copies.without["emotion"], m.training_copies.without["race"]
+    assert (emotion.n_labelled, emotion.accuracy) == (2, 0.5)
+    assert (race.n_labelled, race.accuracy) == (0, None)
+    assert m.tasks["emotion"].accuracy == pytest.approx(0.5)  # the full figures are unchanged
+    assert EvaluationMetrics.from_dict(m.to_dict()) == m
+    text = write_report(m, out_dir=tmp_path).read_text()
+    assert "2 of the 5 scored faces are exact copies of training faces" in text
+    assert "| emotion | 0.500 | 2 |" in text and "| race | n/a | 0 |" in text
+    # Not looked for (the train split): no section, and none in the file.
+    plain = build_metrics(predictions=PREDICTIONS, labels=LABELS, split="train")
+    assert plain.training_copies is None and "training_copies" not in plain.to_dict()
 
 
 def test_report_embeds_pngs_and_skips_unlabelled_task(tmp_path):
@@ -245,6 +265,34 @@ def test_dataset_matches_is_unknown_when_the_model_records_no_training_data(tiny
     assert metrics.model.dataset_matches is None
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["model"]["dataset_matches"] is None
     assert "training dataset's test split: unknown" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_evaluate_scores_without_the_test_faces_that_copy_training_faces(tiny_model_dir, sample_dataset_dir,
+                                                                           tmp_path):
+    from fer_model.dataset import load_dataset, write_dataset
+    from fer_model.evaluation import evaluate, predict_classes
+    from fer_model.model_artifact import load_model_artifact
+
+    ds = load_dataset(sample_dataset_dir)
+    images = np.array(ds.images)
+    train, test = ds.indices("train"), ds.indices("test")
+    images[test[:3]] = images[train[:3]]  # three test rows now hold training faces
+    planted = write_dataset(tmp_path / "planted", images=images, labels=ds.labels, split=ds.split,
+                            sources=ds.manifest.get("sources"), alignment=ds.manifest.get("alignment"))
+    metrics = evaluate(model_dir=tiny_model_dir, dataset_dir=planted, out_dir=tmp_path / "eval", batch_size=7)
+    assert metrics.training_copies is not None and metrics.training_copies.n == 3
+    model = load_model_artifact(tiny_model_dir).model
+    rest = test[3:]
+    predicted = predict_classes(model, images, rest, tasks=tuple(metrics.tasks), batch_size=7)
+    for task, score in metrics.training_copies.without.items():
+        truth = np.asarray(ds.labels[task])[rest]
+        labelled = truth >= 0
+        assert score.n_labelled == int(labelled.sum())
+        assert score.accuracy == pytest.approx(float((predicted[task][labelled] == truth[labelled]).mean()))
+    assert "3 of the" in (tmp_path / "eval" / "report.md").read_text()
+    # Scoring the train split looks for no copies: every face there is its own.
+    on_train = evaluate(model_dir=tiny_model_dir, dataset_dir=planted, out_dir=tmp_path / "t", split="train")
+    assert on_train.training_copies is None
 
 
 def test_pngs_and_report(evaluated):

@@ -61,3 +61,18 @@ def test_predicted_group_table_and_training_environment(carded_model, tmp_path):
 def test_card_without_metrics_says_what_is_missing(tiny_model_dir):
     with pytest.raises(ArtifactError, match=r"no metrics.json at .*re-create it with `fer-mtl evaluate`"):
         render_model_card(tiny_model_dir)
+
+
+def test_card_gives_the_scores_without_training_copies_when_there_are_some(carded_model, tmp_path):
+    root, metrics = carded_model
+    assert metrics["training_copies"]["n"] == 0  # the synthetic sample repeats no face
+    assert "exact copies of training faces" not in render_model_card(root)
+    copy = tmp_path / "model"
+    shutil.copytree(root, copy)
+    changed = json.loads(json.dumps(metrics))
+    changed["training_copies"] = {"n": 7, "without": {"emotion": {"n_labelled": 40, "accuracy": 0.55},
+                                                      "age": {"n_labelled": 0, "accuracy": None}}}
+    (copy / "metrics.json").write_text(json.dumps(changed))
+    card = render_model_card(copy)
+    assert f"7 of the {metrics['num_samples']} held-out faces are exact copies of training faces" in card
+    assert "Without them: emotion 55.00% (40 faces), age n/a (0 faces)." in card

@@ -99,6 +99,11 @@ def test_metrics_are_derived_from_their_confusion_matrices_and_the_card_shows_th
     assert typed.model.dataset_matches is (evaluated_on == config.dataset_manifest_sha256)
     # What the release gate compares a candidate's test set by (unchanged by rebuilds and teachers).
     assert re.fullmatch(r"[0-9a-f]{64}", typed.model.evaluated_split_sha256 or "")
+    # FER2013 repeats photos across its sets: the scores without the test faces that copy training ones.
+    copies = typed.training_copies
+    assert copies is not None and 0 < copies.n < typed.num_samples
+    for task, score in copies.without.items():
+        assert typed.tasks[task].n_labelled - copies.n <= score.n_labelled < typed.tasks[task].n_labelled
     assert typed.split == "test" and set(typed.tasks) == set(TASK_NAMES)
     card = (PRETRAINED_DIR / CARD_FILE).read_text()
     assert card == render_model_card(PRETRAINED_DIR)
