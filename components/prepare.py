@@ -71,3 +71,6 @@ def prepare(
     dataset.metadata["num_rejects"] = manifest["num_rejects"]
     for split, counts in manifest["counts"].items():
         dataset.metadata[f"num_{split}"] = counts["total"]
+    # Held-out faces that copy training ones (absent from a dataset prepared before they were counted).
+    for overlap, n in (manifest.get("split_overlap") or {}).items():
+        dataset.metadata[f"num_{overlap}"] = n

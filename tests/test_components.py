@@ -52,6 +52,7 @@ def test_prepare_generates_sample_data_into_a_dataset_artifact(tmp_path: Path) -
     assert sum(out.metadata[f"num_{s}"] for s in ("train", "validation", "test")) == len(ds)
     assert out.metadata["sources"] == ["sample-data:n=28,seed=5"]
     assert out.metadata["format"] == "fer-mtl-dataset/v2"
+    assert out.metadata["num_test_in_train"] == ds.manifest["split_overlap"]["test_in_train"]
     # The generated sources are scratch: nothing but the artifact is left beside it.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset"]
 
