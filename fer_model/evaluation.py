@@ -98,8 +98,9 @@ def build_metrics(
     """
     if not predictions:
         raise DataError("no predictions to score: the model has no task heads")
-    copies = [] if training_copy is None else [training_copy]
-    n = {int(np.asarray(a).shape[0]) for a in (*predictions.values(), *labels.values(), *copies)}
+    copy = None if training_copy is None else np.asarray(training_copy, dtype=bool)
+    arrays = [*predictions.values(), *labels.values(), *([] if copy is None else [copy])]
+    n = {int(np.asarray(a).shape[0]) for a in arrays}
     if len(n) != 1:
         raise DataError(f"predictions and labels must all have the same length, got lengths {sorted(n)}")
     tasks: dict[str, TaskMetrics] = {}
@@ -118,8 +119,7 @@ def build_metrics(
         by_predicted = _fairness(labels["emotion"], predictions["emotion"], predictions)
     return EvaluationMetrics(split=split, num_samples=n.pop(), tasks=tasks, fairness=fairness,
                              fairness_by_predicted_group=by_predicted, model=model_info or ModelInfo(),
-                             training_copies=None if training_copy is None else _without_copies(
-                                 predictions, labels, np.asarray(training_copy, dtype=bool)))
+                             training_copies=None if copy is None else _without_copies(predictions, labels, copy))
 
 
 def _without_copies(predictions: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray],

@@ -91,6 +91,8 @@ def _training_copies(metrics: EvaluationMetrics) -> list[str]:
     copies = metrics.training_copies
     if copies is None:
         return []
+    if not copies.n:
+        return ["", "No scored face is an exact copy of a training face."]
     lines = [f"{copies.n} of the {metrics.num_samples} scored faces are exact copies of training faces, which a "
              "model can answer from memory. Without them:", "",
              "| task | accuracy | labelled |", "| --- | --- | --- |"]

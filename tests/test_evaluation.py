@@ -182,6 +182,9 @@ def test_model_info_recognises_its_training_dataset(evaluated, tiny_model_dir, s
     # The fixture model was trained on the fixture dataset, so the manifest hashes agree.
     assert metrics.model.dataset_matches is True
     assert "scored faces are the training dataset's test split: yes" in (out / "report.md").read_text()
+    # The synthetic sample repeats no face across splits, and the report says so in one line.
+    assert metrics.training_copies is not None and metrics.training_copies.n == 0
+    assert "No scored face is an exact copy of a training face." in (out / "report.md").read_text()
     # Training recorded every split of that dataset by its faces and labels.
     ds = load_dataset(sample_dataset_dir)
     recorded = read_model_config(tiny_model_dir).dataset_split_sha256
