@@ -167,33 +167,49 @@ class SoftLabels:
     alignment: dict[str, list[float]] | None = None
 
 
-def label_faces(model: Any, images: np.ndarray, indices: np.ndarray, *, task: str, config: TeachConfig,
-                prior: np.ndarray | None = None) -> SoftLabels:
-    """Soft targets of `task` from `model` for `images[indices]`; every other row (and dropped ones) NaN.
+def teacher_probabilities(model: Any, images: np.ndarray, indices: np.ndarray, *, tasks: Sequence[str],
+                          config: TeachConfig) -> dict[str, np.ndarray]:
+    """task -> float64 [len(indices), classes] probabilities of `model` on `images[indices]`.
+
+    Every head in `tasks` is read from the same forward pass, so one model teaching several tasks
+    costs one pass over the faces, not one per task.
 
     Args:
-        model: A Keras model whose outputs include `task` (probabilities).
+        model: A Keras model whose outputs include every task of `tasks` (probabilities).
         images: uint8 [N, S, S], memory-mapped or not; read `config.batch_size` faces at a time.
-        indices: Rows to label.
-        task: The head to read.
-        config: Temperature, threshold, batch size, flip averaging.
-        prior: Class shares to align the probabilities to (`align_to_prior`) before the threshold; None: none.
+        indices: Rows to run.
+        tasks: The heads to read.
+        config: Batch size and flip averaging.
     """
     from fer_model.predict import predict_probabilities
 
-    num_classes = get_task(task).num_classes
-    probs = np.empty((indices.size, num_classes), dtype=np.float64)
+    probs = {t: np.empty((indices.size, get_task(t).num_classes), dtype=np.float64) for t in tasks}
     for start in range(0, indices.size, config.batch_size):
         rows = indices[start:start + config.batch_size]
         batch = np.asarray(images[rows], dtype=np.uint8)[..., np.newaxis]
-        probs[start:start + rows.size] = predict_probabilities(
-            model, batch, tasks=(task,), flip_average=config.flip_average)[task]
+        for task, p in predict_probabilities(model, batch, tasks=tasks, flip_average=config.flip_average).items():
+            probs[task][start:start + rows.size] = p
+    return probs
+
+
+def soft_labels(probabilities: np.ndarray, indices: np.ndarray, *, num_faces: int, config: TeachConfig,
+                prior: np.ndarray | None = None) -> SoftLabels:
+    """A teacher's targets for `num_faces` faces from its `probabilities` on the faces `indices`.
+
+    Args:
+        probabilities: float [len(indices), classes], row i for face `indices[i]`.
+        indices: The faces the teacher labels; every other row of the targets is NaN.
+        num_faces: Rows of the targets (the dataset's faces).
+        config: Temperature and threshold.
+        prior: Class shares to align the probabilities to (`align_to_prior`) before the threshold; None: none.
+    """
+    probs = np.asarray(probabilities, dtype=np.float64)
     alignment = None
     if prior is not None and indices.size:
         probs, weights = align_to_prior(probs, prior)
         alignment = {"prior": [round(float(v), 6) for v in prior], "class_weights": [float(w) for w in weights]}
     confident = probs.max(axis=1) >= config.threshold
-    targets = np.full((len(images), num_classes), np.nan, dtype=np.float32)
+    targets = np.full((num_faces, probs.shape[1]), np.nan, dtype=np.float32)
     targets[indices[confident]] = temper(probs[confident], config.temperature)
     return SoftLabels(targets=targets, candidates=int(indices.size), below_threshold=int((~confident).sum()),
                       alignment=alignment)
@@ -260,28 +276,46 @@ def teach(
     resolved = _resolve_teachers(teachers, image_size=int(dataset.images.shape[1]))
     soft = dict(dataset.soft_labels)
     provenance = {t: dict(p) for t, p in (dataset.manifest.get("soft_labels") or {}).items()}
-    for task, model_dir in resolved.items():
-        if task in soft:
-            logger.info("replacing the dataset's %s soft labels with %s's", task, model_dir)
-        made = _run_teacher(dataset, task=task, model_dir=model_dir, config=config)
-        soft[task] = made.targets
-        provenance[task] = _provenance(dataset, task=task, model_dir=model_dir, config=config, made=made)
+    for model_dir, tasks in _by_model(resolved):
+        for task in tasks:
+            if task in soft:
+                logger.info("replacing the dataset's %s soft labels with %s's", task, model_dir)
+        for task, made in _run_teacher(dataset, tasks=tasks, model_dir=model_dir, config=config).items():
+            soft[task] = made.targets
+            provenance[task] = _provenance(dataset, task=task, model_dir=model_dir, config=config, made=made)
     return _write_taught(dataset, out_dir=out_dir, soft=soft, provenance=provenance)
 
 
-def _run_teacher(dataset: Dataset, *, task: str, model_dir: Path, config: TeachConfig) -> SoftLabels:
+def _by_model(resolved: Mapping[str, Path]) -> list[tuple[Path, list[str]]]:
+    """(model artifact as first given, its tasks) in the order given, so each model loads and runs once."""
+    groups: dict[Path, tuple[Path, list[str]]] = {}
+    for task, model_dir in resolved.items():
+        groups.setdefault(model_dir.resolve(), (model_dir, []))[1].append(task)
+    return list(groups.values())
+
+
+def _run_teacher(dataset: Dataset, *, tasks: Sequence[str], model_dir: Path, config: TeachConfig
+                 ) -> dict[str, SoftLabels]:
+    """task -> the targets `model_dir` gives it; one forward pass over the faces any of `tasks` labels."""
     from fer_model.model_artifact import load_model_artifact
 
-    indices = faces_to_label(dataset, task, config.splits, include_labelled=config.include_labelled)
-    prior = None
-    if config.align_distribution:
-        train = dataset.indices("train")
-        prior = class_shares(np.asarray(dataset.labels[task])[train], get_task(task).num_classes)
+    faces = {t: faces_to_label(dataset, t, config.splits, include_labelled=config.include_labelled) for t in tasks}
+    union = np.unique(np.concatenate(list(faces.values())))
     artifact = load_model_artifact(model_dir)
-    made = label_faces(artifact.model, dataset.images, indices, task=task, config=config, prior=prior)
-    logger.info("teacher %s gave %s targets to %d of %d faces%s (%d below threshold %s)", model_dir, task,
-                made.candidates - made.below_threshold, made.candidates,
-                "" if config.include_labelled else " without a true label", made.below_threshold, config.threshold)
+    probs = teacher_probabilities(artifact.model, dataset.images, union, tasks=tasks, config=config)
+    made: dict[str, SoftLabels] = {}
+    for task, indices in faces.items():
+        prior = None
+        if config.align_distribution:
+            train = dataset.indices("train")
+            prior = class_shares(np.asarray(dataset.labels[task])[train], get_task(task).num_classes)
+        rows = np.searchsorted(union, indices)
+        made[task] = soft_labels(probs[task][rows], indices, num_faces=len(dataset.images), config=config,
+                                 prior=prior)
+        logger.info("teacher %s gave %s targets to %d of %d faces%s (%d below threshold %s)", model_dir, task,
+                    made[task].candidates - made[task].below_threshold, made[task].candidates,
+                    "" if config.include_labelled else " without a true label", made[task].below_threshold,
+                    config.threshold)
     return made
 
 

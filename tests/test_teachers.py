@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -260,6 +261,32 @@ def test_aligned_teacher_targets_match_the_true_label_shares(sources_dir, teache
     assert len(made["class_weights"]) == 7
     plain = teach(dataset_dir=sources_dir, teachers={"emotion": teacher_dir}, out_dir=tmp_path / "plain")
     assert load_dataset(plain).manifest["soft_labels"]["emotion"]["distribution_alignment"] is None
+
+
+def test_one_model_teaching_several_tasks_runs_once_over_their_faces(sources_dir, tiny_model_dir, tmp_path,
+                                                                    monkeypatch) -> None:
+    """Emotion goes to B's train faces, age to A's: one load and one pass over A + B, the targets of two runs."""
+    import fer_model.model_artifact
+    import fer_model.predict
+
+    alone = {task: load_dataset(teach(dataset_dir=sources_dir, teachers={task: tiny_model_dir},
+                                      out_dir=tmp_path / task, config=TeachConfig(flip_average=True)))
+             for task in ("emotion", "age")}
+    loads, faces_run = [], []
+    load, predict = fer_model.model_artifact.load_model_artifact, fer_model.predict.predict_probabilities
+    monkeypatch.setattr(fer_model.model_artifact, "load_model_artifact", lambda d: loads.append(d) or load(d))
+    monkeypatch.setattr(fer_model.predict, "predict_probabilities",
+                        lambda model, faces, **kw: faces_run.append(len(faces)) or predict(model, faces, **kw))
+    # The same artifact under two spellings of its path is one teacher.
+    relative = Path(os.path.relpath(tiny_model_dir))
+    both = load_dataset(teach(dataset_dir=sources_dir, out_dir=tmp_path / "both", config=TeachConfig(flip_average=True),
+                              teachers={"emotion": tiny_model_dir, "age": relative}))
+    assert len(loads) == 1
+    assert sum(faces_run) == N_A + N_B
+    for task, candidates in (("emotion", N_B), ("age", N_A)):
+        np.testing.assert_allclose(both.soft_labels[task], alone[task].soft_labels[task], atol=1e-5)
+        assert both.manifest["soft_labels"][task]["candidates"] == candidates
+    assert set(both.soft_labels) == {"emotion", "age"}
 
 
 def test_cli_refuses_a_teacher_without_the_head(sources_dir, teacher_dir, tmp_path, capsys) -> None:
