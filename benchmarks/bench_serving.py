@@ -37,29 +37,10 @@ from pathlib import Path
 import numpy as np
 import requests
 from _machine import Figure, Run
+from _models import untrained_artifact
 from _photos import astronaut_640x480_jpeg
 
 from fer_model.face_detector import DETECTORS
-
-
-def _untrained_artifact(out: Path, *, width: float) -> Path:
-    """A model artifact with the paper's layers at `width` and random weights."""
-    from fer_model.alignment import AlignConfig
-    from fer_model.model import ModelConfig, build_model
-    from fer_model.model_artifact import save_model_artifact
-    from fer_model.training import TrainConfig
-
-    config = ModelConfig(width=width)
-    return save_model_artifact(
-        out,
-        model=build_model(config),
-        model_config=config,
-        train_config=TrainConfig(epochs=1),
-        history={},
-        best_epoch=0,
-        dataset_manifest_sha256="0" * 64,
-        alignment={k: getattr(AlignConfig(), k) for k in AlignConfig.__dataclass_fields__},
-    )
 
 
 def _percentiles(times: list[float]) -> tuple[float, float]:
@@ -226,7 +207,7 @@ def main() -> int:
     jpeg = astronaut_640x480_jpeg()
     body = json.dumps({"instances": [{"b64": base64.b64encode(jpeg).decode()}]})
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
-        model_dir = args.model or _untrained_artifact(Path(tmp) / "model", width=args.width)
+        model_dir = args.model or untrained_artifact(Path(tmp) / "model", width=args.width)
         process, url = _start(model_dir, Path(tmp) / "server.log", args.detector)
         try:
             endpoint = f"{url}/v1/models/fer-mtl:predict"

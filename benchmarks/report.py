@@ -75,7 +75,12 @@ def readme_table(results: dict[str, dict[str, Any]]) -> str:
         for f in body["figures"]:
             name = f["name"].replace("|", "\\|")  # a figure named "|eye tilt|" must not split its row
             lines.append(f"| {name} | {fmt(f['value'])} {f['unit']} | {_baseline(f)} | {_ratio(f)} |")
-    machines = sorted(set(_machines(results).values()))
+    by_machine: dict[str, list[str]] = {}
+    for name, machine in _machines(results).items():
+        by_machine.setdefault(machine, []).append(name)
+    # Machines of one kind differ 4x in speed: with more than one, say which results each produced.
+    machines = sorted(by_machine) if len(by_machine) == 1 else sorted(
+        f"{machine} ({', '.join(names)})" for machine, names in by_machine.items())
     loads = ", ".join(f"{name} {b['machine']['loadavg_start'][0]}->{b['machine']['loadavg_end'][0]}"
                       for name, b in results.items())
     dates = sorted(b["machine"]["date"][:10] for b in results.values())

@@ -62,3 +62,17 @@ def test_readme_without_markers_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="markers"):
         report.rewrite_readme(report.load_results(tmp_path, quick=False), readme)
     assert readme.read_text() == "no table here\n"
+
+
+def test_readme_table_names_each_machines_results_when_they_differ(tmp_path: Path) -> None:
+    _write(tmp_path, "training", 100.0)
+    _write(tmp_path, "serving", 70.0)
+    one = report.readme_table(report.load_results(tmp_path, quick=False))
+    assert "(serving, training)" not in one and "(training)" not in one  # one machine: nothing to tell apart
+    body = json.loads((tmp_path / "serving.json").read_text())
+    body["machine"]["flags"] = {flag: flag == "avx2" for flag in body["machine"]["flags"]}
+    body["machine"]["cpu"] = "Another CPU"
+    (tmp_path / "serving.json").write_text(json.dumps(body))
+    two = report.readme_table(report.load_results(tmp_path, quick=False))
+    line = next(ln for ln in two.splitlines() if ln.startswith("Machine:"))
+    assert "Another CPU, AVX2, " in line and "(serving)" in line and "(training)" in line
