@@ -310,12 +310,11 @@ def _run_teacher(dataset: Dataset, *, tasks: Sequence[str], model_dir: Path, con
             train = dataset.indices("train")
             prior = class_shares(np.asarray(dataset.labels[task])[train], get_task(task).num_classes)
         rows = np.searchsorted(union, indices)
-        made[task] = soft_labels(probs[task][rows], indices, num_faces=len(dataset.images), config=config,
-                                 prior=prior)
+        made[task] = one = soft_labels(probs[task][rows], indices, num_faces=len(dataset.images), config=config,
+                                       prior=prior)
         logger.info("teacher %s gave %s targets to %d of %d faces%s (%d below threshold %s)", model_dir, task,
-                    made[task].candidates - made[task].below_threshold, made[task].candidates,
-                    "" if config.include_labelled else " without a true label", made[task].below_threshold,
-                    config.threshold)
+                    one.candidates - one.below_threshold, one.candidates,
+                    "" if config.include_labelled else " without a true label", one.below_threshold, config.threshold)
     return made
 
 
