@@ -3,7 +3,8 @@
 The common case on FER2013 + UTKFace: one four-head model gives gender, race and age targets to the
 emotion-only faces. Both sides label the same faces with the same model and write a taught dataset:
 - baseline: one `teach` call per task, each loading the model and running it over the faces (what
-  `teach` did before it grouped tasks by teacher);
+  `teach` did per task before it grouped tasks by teacher; each call also reads and writes the dataset,
+  which the old single call did once: small beside the forward passes at full size, not at --quick);
 - ours: one `teach` call with the three teachers, which loads the model once and reads the three
   heads from one forward pass per batch.
 Reported: wall time of each side and whether their targets agree. The model is untrained (the work

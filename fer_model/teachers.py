@@ -303,11 +303,11 @@ def _run_teacher(dataset: Dataset, *, tasks: Sequence[str], model_dir: Path, con
     union = np.unique(np.concatenate(list(faces.values())))
     artifact = load_model_artifact(model_dir)
     probs = teacher_probabilities(artifact.model, dataset.images, union, tasks=tasks, config=config)
+    train = dataset.indices("train")
     made: dict[str, SoftLabels] = {}
     for task, indices in faces.items():
         prior = None
         if config.align_distribution:
-            train = dataset.indices("train")
             prior = class_shares(np.asarray(dataset.labels[task])[train], get_task(task).num_classes)
         rows = np.searchsorted(union, indices)
         made[task] = one = soft_labels(probs[task][rows], indices, num_faces=len(dataset.images), config=config,
