@@ -17,6 +17,7 @@ def prepare(
     workers: int = 1,
     seed: int = 0,
     sources_fingerprint: str = "",
+    drop_training_copies: bool = False,
 ) -> None:
     """Read, align and pack the sources into one dataset artifact folder.
 
@@ -35,6 +36,8 @@ def prepare(
         seed: Seeds sample data and every split a source does not fix.
         sources_fingerprint: What is at `sources` now (fer_model.source_fingerprint, computed before
             the run): an input only so that new data at the same URIs changes the cache key.
+        drop_training_copies: Leave out training faces that are exact copies of validation or test
+            faces, so held-out figures measure unseen faces (counted per source in the manifest).
     """
     import json
     import logging
@@ -61,6 +64,7 @@ def prepare(
             seed=seed,
             split_mode=split_mode,
             limit=limit or None,
+            drop_training_copies=drop_training_copies,
         )
     # The artifact's metadata is what the KFP UI shows next to it: counts, not the arrays.
     manifest = json.loads((Path(dataset.path) / "manifest.json").read_text())
@@ -74,3 +78,5 @@ def prepare(
     # Held-out faces that copy training ones (absent from a dataset prepared before they were counted).
     for overlap, n in (manifest.get("split_overlap") or {}).items():
         dataset.metadata[f"num_{overlap}"] = n
+    if drop_training_copies:
+        dataset.metadata["num_train_copies_dropped"] = sum(s["train_copies_dropped"] for s in manifest["sources"])

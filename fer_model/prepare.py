@@ -34,7 +34,7 @@ from fer_model.progress import DEFAULT_EVERY_S, Progress
 from fer_model.readers import SourceSpec, SplitMode, read_source
 from fer_model.readers._common import check_split_mode
 from fer_model.records import SPLIT_CODES, SPLITS, Record, Reject
-from fer_model.split_overlap import overlap_counts
+from fer_model.split_overlap import copies_of_held_out, face_digests, overlap_counts
 from fer_model.storage import local_source
 from fer_model.tasks import TASK_NAMES
 
@@ -58,10 +58,12 @@ class _SourceRun:
     rejects: list[Reject] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     inputs: int = 0
+    train_copies_dropped: int | None = None  # None: not asked to drop them
 
     def summary(self) -> dict[str, Any]:
         splits = Counter(r.split for r in self.records)
         reasons = Counter(r.reason for r in self.rejects)
+        dropped = {} if self.train_copies_dropped is None else {"train_copies_dropped": self.train_copies_dropped}
         return {
             "name": self.spec.name,
             "kind": self.spec.kind,
@@ -73,6 +75,7 @@ class _SourceRun:
             "eyes_not_found_kept": sum(1 for r in self.results if not r.eyes_found),
             "reject_reasons": dict(reasons.most_common(10)),
             "notes": self.notes,
+            **dropped,
         }
 
 
@@ -190,6 +193,20 @@ def _arrays(runs: Sequence[_SourceRun]) -> tuple[np.ndarray, dict[str, np.ndarra
     return images, labels, split
 
 
+def _drop_training_copies(runs: Sequence[_SourceRun]) -> int:
+    """Leave out every kept training face that copies a validation or test face, of any source."""
+    digests = face_digests([r.face for run in runs for r in run.results])
+    copies = copies_of_held_out(digests, np.array([SPLIT_CODES[r.split] for run in runs for r in run.records]))
+    start = 0
+    for run in runs:
+        mine = copies[start:start + len(run.records)]
+        start += len(run.records)
+        run.records = [r for r, copy in zip(run.records, mine, strict=True) if not copy]
+        run.results = [r for r, copy in zip(run.results, mine, strict=True) if not copy]
+        run.train_copies_dropped = int(mine.sum())
+    return int(copies.sum())
+
+
 def _alignment_section(runs: Sequence[_SourceRun], align: AlignConfig) -> dict[str, Any]:
     """The manifest's `alignment`: the settings, and per source what the aligner found."""
     stats = {
@@ -213,6 +230,7 @@ def prepare_dataset(
     limit: int | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress_every_s: float = DEFAULT_EVERY_S,
+    drop_training_copies: bool = False,
 ) -> Path:
     """Read every source, align every image, and write one dataset artifact.
 
@@ -227,6 +245,10 @@ def prepare_dataset(
         chunk_size: Records aligned per batch; bounds the encoded images held in memory.
         progress_every_s: Seconds between progress lines while a source is aligned (images done,
             rate, and with `limit` an ETA); each source also ends with one.
+        drop_training_copies: Leave out the training faces that are exact copies of a validation or
+            test face (FER2013 repeats photos across its sets), so that held-out figures measure
+            unseen faces while the held-out splits stay whole; each source's manifest entry counts
+            them (`train_copies_dropped`). Off: they are kept and counted (`split_overlap`).
 
     Returns:
         The artifact folder.
@@ -246,6 +268,9 @@ def prepare_dataset(
                         chunk_size=chunk_size, progress_every_s=progress_every_s)
             for spec in specs
         ]
+    if drop_training_copies:
+        dropped = _drop_training_copies(runs)
+        logger.info("left out %d training faces that copy validation or test faces", dropped)
     images, labels, split = _arrays(runs)
     rejects = [r.to_dict() for run in runs for r in run.rejects]
     inputs = sum(run.inputs for run in runs)
@@ -271,7 +296,7 @@ def prepare_dataset(
         len(split), inputs, len(runs), per_split, len(rejects), sum(r.eyes_found for run in runs for r in run.results),
         elapsed, inputs / max(elapsed, 1e-9), out,
     )  # fmt: skip
-    if any(overlap.values()):
+    if overlap["validation_in_train"] or overlap["test_in_train"]:
         logger.warning(
             "%d validation and %d test faces are exact copies of training faces (%d test faces copy validation "
             "ones): a model can answer those from memory; `fer-mtl evaluate` also scores without them",

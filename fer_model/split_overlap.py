@@ -6,7 +6,8 @@ validation faces carved from Training have an exact copy among the training face
 and 7 validation crops), and a model answers those largely from memory (the shipped one: 79.8%
 emotion accuracy on PublicTest's copies against 59.1% on its other faces). A held-out figure that
 counts them mixes recall of training faces into generalisation, so `fer-mtl prepare` counts them
-and `fer-mtl evaluate` also scores without them.
+and `fer-mtl evaluate` also scores without them; `fer-mtl prepare --drop-training-copies` leaves
+the training copies out instead, so the held-out splits stay whole and every face in them is unseen.
 
 A copy is found by the aligned face's bytes: alignment is deterministic, so the same source pixels
 give the same face. A near copy (re-cropped, re-encoded, brightened) is not found.
@@ -15,6 +16,7 @@ give the same face. A near copy (re-cropped, re-encoded, brightened) is not foun
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
     from fer_model.dataset import Dataset
 
 
-def face_digests(images: np.ndarray) -> list[bytes]:
+def face_digests(images: Sequence[np.ndarray] | np.ndarray) -> list[bytes]:
     """One 16-byte digest of each face's pixels (equal faces, equal digests), read a face at a time."""
     return [hashlib.blake2b(np.ascontiguousarray(face).tobytes(), digest_size=16).digest() for face in images]
 
@@ -42,6 +44,14 @@ def overlap_counts(images: np.ndarray, split: np.ndarray) -> dict[str, int]:
     digests = face_digests(images)
     pairs = (("validation", "train"), ("test", "train"), ("test", "validation"))
     return {f"{of}_in_{among}": int(copies_in(digests, split, of=of, among=among).sum()) for of, among in pairs}
+
+
+def copies_of_held_out(digests: list[bytes], split: np.ndarray) -> np.ndarray:
+    """bool [all rows]: the training faces that also occur in the validation or the test split."""
+    codes = np.asarray(split)
+    train = SPLIT_CODES["train"]
+    held_out = {d for d, code in zip(digests, codes, strict=True) if code != train}
+    return np.array([code == train and d in held_out for d, code in zip(digests, codes, strict=True)], dtype=bool)
 
 
 def training_copies(dataset: Dataset, split: str) -> np.ndarray:

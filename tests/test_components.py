@@ -53,6 +53,7 @@ def test_prepare_generates_sample_data_into_a_dataset_artifact(tmp_path: Path) -
     assert out.metadata["sources"] == ["sample-data:n=28,seed=5"]
     assert out.metadata["format"] == "fer-mtl-dataset/v2"
     assert out.metadata["num_test_in_train"] == ds.manifest["split_overlap"]["test_in_train"]
+    assert "num_train_copies_dropped" not in out.metadata
     # The generated sources are scratch: nothing but the artifact is left beside it.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset"]
 
@@ -63,9 +64,12 @@ def test_prepare_reads_listed_sources(tmp_path: Path) -> None:
     written = write_sample_data(tmp_path / "raw", n=14, seed=2)
     out = _artifact(dsl.Dataset, tmp_path, "dataset")
     prepare.python_func(dataset=out, sources=" , ".join(written["sources"]) + ",",
-                        align_config=json.dumps({"eye_alignment": False}))
+                        align_config=json.dumps({"eye_alignment": False}), drop_training_copies=True)
     assert out.metadata["sources"] == written["sources"]
     manifest = load_dataset(out.path).manifest
+    # Asked to drop training copies: each source counts its own (generated faces repeat none).
+    assert [s["train_copies_dropped"] for s in manifest["sources"]] == [0] * len(manifest["sources"])
+    assert out.metadata["num_train_copies_dropped"] == 0
     assert {s["kind"] for s in manifest["sources"]} >= {"fer2013-csv", "rafdb"}
     assert manifest["alignment"]["config"]["eye_alignment"] is False
     assert all(s["eyes_found"] == 0 for s in manifest["alignment"]["per_source"].values())

@@ -283,6 +283,13 @@ def test_prepare_cache_key_includes_the_sources_fingerprint(spec: dict[str, Any]
     assert spec["root"]["inputDefinitions"]["parameters"]["sources_fingerprint"]["parameterType"] == "STRING"
 
 
+def test_prepare_drops_training_copies_when_the_run_says_so(spec: dict[str, Any]) -> None:
+    prepare_in = _all_tasks(spec)["prepare"]["inputs"]["parameters"]
+    assert prepare_in["drop_training_copies"] == {"componentInputParameter": "drop_training_copies"}
+    param = spec["root"]["inputDefinitions"]["parameters"]["drop_training_copies"]
+    assert (param["parameterType"], param["defaultValue"]) == ("BOOLEAN", False)
+
+
 def test_run_arguments_carry_the_fingerprint_of_the_data_now(tmp_path: Path) -> None:
     from pipelines.runner import coerce_params, with_fingerprint
 

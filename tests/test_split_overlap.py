@@ -6,10 +6,11 @@ import logging
 
 import numpy as np
 
+from fer_cli import main
 from fer_model.dataset import Dataset, load_dataset
 from fer_model.prepare import prepare_dataset
 from fer_model.records import SPLIT_CODES
-from fer_model.split_overlap import copies_in, face_digests, overlap_counts, training_copies
+from fer_model.split_overlap import copies_in, copies_of_held_out, face_digests, overlap_counts, training_copies
 
 TRAIN, VAL, TEST = (SPLIT_CODES[s] for s in ("train", "validation", "test"))
 
@@ -87,3 +88,48 @@ def test_prepare_without_copies_records_zeros_and_stays_quiet(tmp_path, caplog):
         out = prepare_dataset(sources=[f"fer2013-csv:{csv}"], out_dir=tmp_path / "ds")
     assert set(load_dataset(out).manifest["split_overlap"].values()) == {0}
     assert "exact copies" not in caplog.text
+
+
+def test_copies_of_held_out_marks_the_training_side_only():
+    faces = _faces(6)
+    faces[1] = faces[3]  # a training copy of a validation face
+    faces[2] = faces[5]  # a training copy of a test face
+    faces[4] = faces[3]  # a test copy of a validation face: neither is training
+    split = np.array([TRAIN, TRAIN, TRAIN, VAL, TEST, TEST], dtype=np.uint8)
+    assert copies_of_held_out(face_digests(faces), split).tolist() == [False, True, True, False, False, False]
+
+
+def test_prepare_can_drop_the_training_copies_and_keeps_every_held_out_face(tmp_path, caplog, capsys):
+    rng = np.random.default_rng(5)
+    train = [_noise_row(rng) for _ in range(6)]
+    public = [train[0], train[1], _noise_row(rng)]
+    private = [train[2], _noise_row(rng)]
+    rows = ([f"{i % 7},{p},Training" for i, p in enumerate(train)] + [f"1,{p},PublicTest" for p in public]
+            + [f"2,{p},PrivateTest" for p in private])
+    csv = tmp_path / "fer2013.csv"
+    csv.write_text("emotion,pixels,Usage\n" + "\n".join(rows) + "\n")
+    kept = load_dataset(prepare_dataset(sources=[f"fer2013-csv:{csv}"], out_dir=tmp_path / "kept"))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="fer_model.prepare"):
+        assert main(["prepare", "--source", f"fer2013-csv:{csv}", "--out", str(tmp_path / "ds"),
+                     "--drop-training-copies"]) == 0
+    assert "; 3 training copies of held-out faces left out)" in capsys.readouterr().out
+    dataset = load_dataset(tmp_path / "ds")
+    assert dataset.manifest["split_overlap"] == {"validation_in_train": 0, "test_in_train": 0,
+                                                 "test_in_validation": 0}
+    (source,) = dataset.manifest["sources"]
+    assert source["train_copies_dropped"] == 3
+    assert source["splits"] == {"train": 3, "validation": 3, "test": 2}
+    assert "left out 3 training faces" in caplog.text
+    assert "exact copies" not in caplog.text  # nothing held out copies a training face any more
+    # The held-out splits are untouched, face for face; the training faces left are the unrepeated ones
+    # with their own labels.
+    for name in ("validation", "test"):
+        np.testing.assert_array_equal(dataset.images[dataset.indices(name)], kept.images[kept.indices(name)])
+    train_left = dataset.indices("train")
+    np.testing.assert_array_equal(dataset.images[train_left], kept.images[kept.indices("train")[3:]])
+    np.testing.assert_array_equal(dataset.labels["emotion"][train_left],
+                                  kept.labels["emotion"][kept.indices("train")[3:]])
+    # Without the option nothing is dropped and the manifest says nothing of it.
+    assert "train_copies_dropped" not in kept.manifest["sources"][0]
+    assert kept.manifest["counts"]["train"]["total"] == 6
