@@ -14,6 +14,7 @@ runs=${RUNS:-$HOME/fer-mtl-runs/cpu_scratch}
 data=${DATA:-$root/../shared/data}
 fer="$root/.venv/bin/fer-mtl"
 python="$root/.venv/bin/python"
+[ -x "$fer" ] || { echo "cpu_scratch.sh: $fer is missing: run 'make install' first" >&2; exit 1; }
 mkdir -p "$runs"
 cd "$runs"
 
