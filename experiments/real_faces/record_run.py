@@ -23,7 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _machine import cpu_flags  # noqa: E402
+from _machine import _cpu_model, cpu_flags  # noqa: E402
 
 # `fer-mtl train`'s epoch checkpoint (fer_cli.train, fer_model.checkpoint), read here without
 # importing Keras, which those modules load.
@@ -67,10 +67,8 @@ def run_state(run_out: Path) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown")
     flags = cpu_flags()
-    return {"cpu": cpu, "avx2": flags.get("avx2", False), "avx512f": flags.get("avx512f", False),
+    return {"cpu": _cpu_model(), "avx2": flags.get("avx2", False), "avx512f": flags.get("avx512f", False),
             "cores": len(os.sched_getaffinity(0))}
 
 
