@@ -47,6 +47,8 @@ def evaluate(
     copies = result.training_copies
     if copies is not None:
         metrics.log_metric("training_copies", copies.n)
+        if copies.n_near is not None:
+            metrics.log_metric("near_training_copies", copies.n_near)
         for task, score in copies.without.items():
             if score.accuracy is not None:
                 metrics.log_metric(f"{task}_accuracy_without_training_copies", score.accuracy)

@@ -18,6 +18,7 @@ def prepare(
     seed: int = 0,
     sources_fingerprint: str = "",
     drop_training_copies: bool = False,
+    near_copies: bool = False,
 ) -> None:
     """Read, align and pack the sources into one dataset artifact folder.
 
@@ -36,8 +37,10 @@ def prepare(
         seed: Seeds sample data and every split a source does not fix.
         sources_fingerprint: What is at `sources` now (fer_model.source_fingerprint, computed before
             the run): an input only so that new data at the same URIs changes the cache key.
-        drop_training_copies: Leave out training faces that are exact copies of validation or test
-            faces, so held-out figures measure unseen faces (counted per source in the manifest).
+        drop_training_copies: Leave out training faces that copy validation or test faces, so
+            held-out figures measure unseen faces (counted per source in the manifest).
+        near_copies: Also find near copies (the same photo re-cropped, re-encoded or re-lit): counted,
+            dropped, and left out by evaluate. For photos: drawn faces sharing a template pass as copies.
     """
     import json
     import logging
@@ -65,6 +68,7 @@ def prepare(
             split_mode=split_mode,
             limit=limit or None,
             drop_training_copies=drop_training_copies,
+            near_copies=near_copies,
         )
     # The artifact's metadata is what the KFP UI shows next to it: counts, not the arrays.
     manifest = json.loads((Path(dataset.path) / "manifest.json").read_text())

@@ -49,8 +49,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--drop-training-copies",
         action="store_true",
-        help="leave out training faces that are exact copies of validation or test faces (FER2013 repeats "
-        "photos across its sets), so held-out figures measure unseen faces; counted per source in the manifest",
+        help="leave out training faces that copy validation or test faces (FER2013 repeats photos across its "
+        "sets), so held-out figures measure unseen faces; counted per source in the manifest",
+    )
+    parser.add_argument(
+        "--near-copies",
+        action="store_true",
+        help="also find near copies (the same photo re-cropped, re-encoded or re-lit) wherever exact copies are "
+        "found: counted, dropped, and left out by `evaluate`; for photos, not drawn faces",
     )
     parser.set_defaults(func=run)
 
@@ -76,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         split_mode=args.split_mode,
         limit=args.limit,
         drop_training_copies=args.drop_training_copies,
+        near_copies=args.near_copies,
     )
     manifest = load_dataset(out, verify=False).manifest
     counts = manifest["counts"]

@@ -152,29 +152,47 @@ class TaskAccuracy:
 
 @dataclass(frozen=True)
 class TrainingCopies:
-    """The scored faces that are exact copies of training faces (`fer_model.split_overlap`).
+    """The scored faces that copy a training face (`fer_model.split_overlap`).
 
     A model can answer those from memory, so `without` is the score on faces it cannot have seen.
 
     Attributes:
-        n: Scored faces whose pixels also occur in the training split.
-        without: task -> accuracy on the other scored faces.
+        n: Scored faces whose pixels also occur in the training split (exact copies).
+        without: task -> accuracy on the scored faces that copy no training face.
+        n_near: Scored faces that are the same photo as a training face, re-cropped, re-encoded or
+            re-lit, not counted in `n`; None in files written before near copies were looked for,
+            whose `without` leaves out exact copies only.
     """
 
     n: int
     without: Mapping[str, TaskAccuracy]
+    n_near: int | None = None
 
     @classmethod
     def _read(cls, f: JsonFields) -> TrainingCopies:
         without = f.obj("without")
-        return cls(n=f.integer("n"), without={
+        return cls(n=f.integer("n"), n_near=f.integer("n_near") if f.has("n_near") else None, without={
             t: TaskAccuracy(n_labelled=without.obj(t).integer("n_labelled"),
                             accuracy=without.obj(t).number_or_none("accuracy"))
             for t in without.data
         })
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "without": {t: a.to_dict() for t, a in self.without.items()}}
+        near = {} if self.n_near is None else {"n_near": self.n_near}
+        return {"n": self.n, **near, "without": {t: a.to_dict() for t, a in self.without.items()}}
+
+    @property
+    def total(self) -> int:
+        """Scored faces that copy a training face, exactly or nearly."""
+        return self.n + (self.n_near or 0)
+
+    def describe(self) -> str:
+        """How many copies of each kind, as a clause: "3 are exact copies of training faces and ..."."""
+        exact = f"{self.n} {'is an exact copy' if self.n == 1 else 'are exact copies'} of training faces"
+        if self.n_near is None:
+            return exact
+        near = "is a near copy" if self.n_near == 1 else "are near copies"
+        return f"{exact} and {self.n_near} more {near} (the same photo re-cropped, re-encoded or re-lit)"
 
 
 #: attribute (gender, race, age) -> group (class name) -> emotion accuracy in that group.
@@ -264,8 +282,8 @@ class EvaluationMetrics:
         fairness_by_predicted_group: The same, grouped by the model's own group heads; None in files
             written before it existed.
         model: Which model, trained and evaluated on which data.
-        training_copies: Scored faces that are exact copies of training faces, and the scores
-            without them; None for the train split and in files written before it existed.
+        training_copies: Scored faces that copy training faces, and the scores without them;
+            None for the train split and in files written before it existed.
     """
 
     split: str

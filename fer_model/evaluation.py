@@ -32,7 +32,7 @@ from fer_model.metrics import score_task
 from fer_model.predict import predict_probabilities
 from fer_model.records import SPLITS
 from fer_model.report import write_report
-from fer_model.split_overlap import training_copies
+from fer_model.split_overlap import Copies, training_copies
 from fer_model.tasks import MISSING, get_task
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def build_metrics(
     labels: Mapping[str, np.ndarray],
     split: str,
     model_info: ModelInfo | None = None,
-    training_copy: np.ndarray | None = None,
+    training_copies: Copies | None = None,
 ) -> EvaluationMetrics:
     """The metrics.json content from predicted and true class indices of one split.
 
@@ -93,13 +93,13 @@ def build_metrics(
             the fairness attributes.
         split: Name of the evaluated split (recorded in the output).
         model_info: The "model" section (sha256 of the training dataset manifest, loss weights, ...).
-        training_copy: bool [N], True where a face is an exact copy of a training face
-            (`fer_model.split_overlap`); each task is then also scored without those faces.
+        training_copies: Which faces copy a training face (masks of [N], `fer_model.split_overlap`);
+            each task is then also scored without those faces.
     """
     if not predictions:
         raise DataError("no predictions to score: the model has no task heads")
-    copy = None if training_copy is None else np.asarray(training_copy, dtype=bool)
-    arrays = [*predictions.values(), *labels.values(), *([] if copy is None else [copy])]
+    copies = [] if training_copies is None else [training_copies.exact, training_copies.either]
+    arrays = [*predictions.values(), *labels.values(), *copies]
     n = {int(np.asarray(a).shape[0]) for a in arrays}
     if len(n) != 1:
         raise DataError(f"predictions and labels must all have the same length, got lengths {sorted(n)}")
@@ -119,19 +119,22 @@ def build_metrics(
         by_predicted = _fairness(labels["emotion"], predictions["emotion"], predictions)
     return EvaluationMetrics(split=split, num_samples=n.pop(), tasks=tasks, fairness=fairness,
                              fairness_by_predicted_group=by_predicted, model=model_info or ModelInfo(),
-                             training_copies=None if copy is None else _without_copies(predictions, labels, copy))
+                             training_copies=None if training_copies is None
+                             else _without_copies(predictions, labels, training_copies))
 
 
 def _without_copies(predictions: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray],
-                    copy: np.ndarray) -> TrainingCopies:
-    """How many faces are training copies, and each task's accuracy on the others."""
+                    copies: Copies) -> TrainingCopies:
+    """How many faces are training copies of each kind, and each task's accuracy on the others."""
+    exact, copy = np.asarray(copies.exact, dtype=bool), np.asarray(copies.either, dtype=bool)
     without: dict[str, TaskAccuracy] = {}
     for name, pred in predictions.items():
         truth, guess = np.asarray(labels[name])[~copy], np.asarray(pred)[~copy]
         labelled = truth != MISSING
         accuracy = float((guess[labelled] == truth[labelled]).mean()) if labelled.any() else None
         without[name] = TaskAccuracy(n_labelled=int(labelled.sum()), accuracy=accuracy)
-    return TrainingCopies(n=int(copy.sum()), without=without)
+    n_near = None if copies.near is None else int((copies.near & ~exact).sum())
+    return TrainingCopies(n=int(exact.sum()), n_near=n_near, without=without)
 
 
 def _split_images(dataset: Dataset, split: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -218,9 +221,9 @@ def evaluate(
         flip_average=flip_average,
     )
     # On the train split every face is its own copy: nothing is left to score without them.
-    copy = None if split == "train" else training_copies(dataset, split)
+    copies = None if split == "train" else training_copies(dataset, split)
     metrics = build_metrics(predictions=predictions, labels=labels, split=split, model_info=model_info,
-                            training_copy=copy)
+                            training_copies=copies)
     # Written through a temporary name, so a reader (the pipeline's gate) never sees half a metrics.json.
     out = metrics.write(out_dir).parent
     write_report(metrics, out_dir=out, model_config=config)

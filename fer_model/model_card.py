@@ -125,9 +125,9 @@ def render_model_card(model_dir: str | os.PathLike[str]) -> str:
         lines.append(f"| {task} | {_pct(m.accuracy)} | {_pct(m.macro_f1)} | {m.n_labelled} "
                      f"| {where.get(task, 'UTKFace held-out split')} |")
     copies = metrics.training_copies
-    if copies is not None and copies.n:
-        lines += ["", f"{copies.n} of the {metrics.num_samples} held-out faces are exact copies of training faces "
-                  "(FER2013 repeats photos across its sets), which a model can answer from memory. Without them: "
+    if copies is not None and copies.total:
+        lines += ["", f"Of the {metrics.num_samples} held-out faces, {copies.describe()}: FER2013 repeats photos "
+                  "across its sets, and a model can answer those from memory. Without them: "
                   + ", ".join(f"{t} {_pct(a.accuracy)} ({a.n_labelled} faces)" for t, a in copies.without.items())
                   + "."]
     groups = metrics.fairness_by_predicted_group or {}

@@ -34,7 +34,7 @@ from fer_model.progress import DEFAULT_EVERY_S, Progress
 from fer_model.readers import SourceSpec, SplitMode, read_source
 from fer_model.readers._common import check_split_mode
 from fer_model.records import SPLIT_CODES, SPLITS, Record, Reject
-from fer_model.split_overlap import copies_of_held_out, face_digests, overlap_counts
+from fer_model.split_overlap import copies_of_held_out, overlap_counts
 from fer_model.storage import local_source
 from fer_model.tasks import TASK_NAMES
 
@@ -193,10 +193,10 @@ def _arrays(runs: Sequence[_SourceRun]) -> tuple[np.ndarray, dict[str, np.ndarra
     return images, labels, split
 
 
-def _drop_training_copies(runs: Sequence[_SourceRun]) -> int:
+def _drop_training_copies(runs: Sequence[_SourceRun], *, near: bool) -> int:
     """Leave out every kept training face that copies a validation or test face, of any source."""
-    digests = face_digests([r.face for run in runs for r in run.results])
-    copies = copies_of_held_out(digests, np.array([SPLIT_CODES[r.split] for run in runs for r in run.records]))
+    images, _, split = _arrays(runs)
+    copies = copies_of_held_out(images, split, near=near)
     start = 0
     for run in runs:
         mine = copies[start:start + len(run.records)]
@@ -231,6 +231,7 @@ def prepare_dataset(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress_every_s: float = DEFAULT_EVERY_S,
     drop_training_copies: bool = False,
+    near_copies: bool = False,
 ) -> Path:
     """Read every source, align every image, and write one dataset artifact.
 
@@ -245,10 +246,14 @@ def prepare_dataset(
         chunk_size: Records aligned per batch; bounds the encoded images held in memory.
         progress_every_s: Seconds between progress lines while a source is aligned (images done,
             rate, and with `limit` an ETA); each source also ends with one.
-        drop_training_copies: Leave out the training faces that are exact copies of a validation or
-            test face (FER2013 repeats photos across its sets), so that held-out figures measure
-            unseen faces while the held-out splits stay whole; each source's manifest entry counts
-            them (`train_copies_dropped`). Off: they are kept and counted (`split_overlap`).
+        drop_training_copies: Leave out the training faces that copy a validation or test face
+            (FER2013 repeats photos across its sets; `fer_model.split_overlap`), so that held-out
+            figures measure unseen faces while the held-out splits stay whole; each source's
+            manifest entry counts them (`train_copies_dropped`). Off: they are kept and counted (`split_overlap`).
+        near_copies: Also look for near copies (the same photo re-cropped, re-encoded or re-lit)
+            wherever exact copies are looked for: counted, dropped with `drop_training_copies`, and
+            left out by `fer-mtl evaluate` (recorded as `prepare.near_copies`). For photos only:
+            drawn faces that share a template pass as near copies.
 
     Returns:
         The artifact folder.
@@ -269,12 +274,12 @@ def prepare_dataset(
             for spec in specs
         ]
     if drop_training_copies:
-        dropped = _drop_training_copies(runs)
+        dropped = _drop_training_copies(runs, near=near_copies)
         logger.info("left out %d training faces that copy validation or test faces", dropped)
     images, labels, split = _arrays(runs)
     rejects = [r.to_dict() for run in runs for r in run.rejects]
     inputs = sum(run.inputs for run in runs)
-    overlap = overlap_counts(images, split)
+    overlap = overlap_counts(images, split, near=near_copies)
     out = write_dataset(
         out_dir,
         images=images,
@@ -284,7 +289,9 @@ def prepare_dataset(
         alignment=_alignment_section(runs, align),
         rejects=rejects,
         extra={
-            "prepare": {"seed": seed, "split_mode": split_mode, "limit": limit, "library_version": __version__},
+            # `near_copies` only when asked: a dataset prepared without it keeps its manifest, byte for byte.
+            "prepare": {"seed": seed, "split_mode": split_mode, "limit": limit, "library_version": __version__,
+                        **({"near_copies": True} if near_copies else {})},
             "num_inputs": inputs,
             "split_overlap": overlap,
         },
@@ -296,10 +303,16 @@ def prepare_dataset(
         len(split), inputs, len(runs), per_split, len(rejects), sum(r.eyes_found for run in runs for r in run.results),
         elapsed, inputs / max(elapsed, 1e-9), out,
     )  # fmt: skip
-    if overlap["validation_in_train"] or overlap["test_in_train"]:
+    if near_copies:
+        near = {of: overlap[f"{of}_near_train"] for of in ("validation", "test")}
+        kinds = f"exact copies, and {near['validation']} and {near['test']} more are near copies (the same photo "
+        kinds += "re-cropped, re-encoded or re-lit)"
+    else:
+        kinds, near = "exact copies", {"validation": 0, "test": 0}
+    if overlap["validation_in_train"] + overlap["test_in_train"] + sum(near.values()):
         logger.warning(
-            "%d validation and %d test faces are exact copies of training faces (%d test faces copy validation "
-            "ones): a model can answer those from memory; `fer-mtl evaluate` also scores without them",
-            overlap["validation_in_train"], overlap["test_in_train"], overlap["test_in_validation"],
+            "%d validation and %d test faces are %s of training faces: a model can answer those from memory; "
+            "`fer-mtl evaluate` also scores without them, `--drop-training-copies` leaves the training copies out",
+            overlap["validation_in_train"], overlap["test_in_train"], kinds,
         )  # fmt: skip
     return out

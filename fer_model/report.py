@@ -91,10 +91,11 @@ def _training_copies(metrics: EvaluationMetrics) -> list[str]:
     copies = metrics.training_copies
     if copies is None:
         return []
-    if not copies.n:
-        return ["", "No scored face is an exact copy of a training face."]
-    lines = [f"{copies.n} of the {metrics.num_samples} scored faces are exact copies of training faces, which a "
-             "model can answer from memory. Without them:", "",
+    if not copies.total:
+        looked_for = "an exact copy" if copies.n_near is None else "an exact or near copy"
+        return ["", f"No scored face is {looked_for} of a training face."]
+    lines = [f"Of the {metrics.num_samples} scored faces, {copies.describe()}, which a model can answer from "
+             "memory. Without them:", "",
              "| task | accuracy | labelled |", "| --- | --- | --- |"]
     lines += [f"| {name} | {_fmt(t.accuracy)} | {t.n_labelled} |" for name, t in copies.without.items()]
     return ["", *lines]

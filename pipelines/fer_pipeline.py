@@ -162,11 +162,12 @@ def _default_json(name: str) -> str:
 
 
 def _prepare_step(*, sources: Any, fingerprint: Any, sample_n: Any, align_config: Any, split_mode: Any, limit: Any,
-                  workers: Any, seed: Any, drop_training_copies: Any, images: PipelineImages,
+                  workers: Any, seed: Any, drop_training_copies: Any, near_copies: Any, images: PipelineImages,
                   policy: TaskPolicy) -> Any:
     prep = prepare(
         sources=sources, sample_n=sample_n, align_config=align_config, split_mode=split_mode, limit=limit,
         workers=workers, seed=seed, sources_fingerprint=fingerprint, drop_training_copies=drop_training_copies,
+        near_copies=near_copies,
     ).set_display_name("prepare dataset")
     return _configure(prep, "prepare", image=images.cpu, policy=policy)
 
@@ -274,6 +275,7 @@ def build_pipeline(
         prepare_workers: int = 4,
         seed: int = 0,
         drop_training_copies: bool = False,
+        near_copies: bool = False,
         model_config: str = _default_json("model_config"),
         train_config: str = _default_json("train_config"),
         tune_config: str = _default_json("tune_config"),
@@ -296,7 +298,8 @@ def build_pipeline(
         """Parameters: `sources` comma-separated KIND:PATH (PATH local or gs://); `sources_fingerprint`
         what is there now (filled in by `fer-mtl pipeline run/submit`; it keys prepare's cache); `sample_n` > 0
         adds that many generated faces; `seed` seeds the data split; `drop_training_copies` leaves out training
-        faces that copy validation or test faces; `align_config` is a JSON object of
+        faces that copy validation or test faces, `near_copies` also finds near copies (the same photo
+        re-cropped or re-lit; for photos, not drawn faces); `align_config` is a JSON object of
         AlignConfig fields (how prepare levels faces: `crop_eyes` "blazeface" is the fast one); `model_config`,
         `train_config` and `tune_config` are JSON objects of ModelConfig, TrainConfig and
         TuneConfig fields (the train and tune steps get the same model and training settings;
@@ -313,7 +316,7 @@ def build_pipeline(
         prep = _prepare_step(
             sources=sources, fingerprint=sources_fingerprint, sample_n=sample_n, align_config=align_config,
             split_mode=split_mode, limit=limit, workers=prepare_workers, seed=seed,
-            drop_training_copies=drop_training_copies, **steps,
+            drop_training_copies=drop_training_copies, near_copies=near_copies, **steps,
         )
         taught = _teach_step(dataset=prep.outputs["dataset"], teachers=teachers, teach_config=teach_config, **steps)
         dataset = taught.outputs["taught"]

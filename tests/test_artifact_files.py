@@ -101,6 +101,7 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
         ("training_copies", {"n": 3}, r"lacks the key `training_copies.without`"),
         ("training_copies", {"n": 3, "without": {"emotion": {"n_labelled": 2, "accuracy": "high"}}},
          r"`training_copies.without.emotion.accuracy` must be a number or null"),
+        ("training_copies", {"n": 3, "n_near": 1.5, "without": {}}, r"`training_copies.n_near` must be an integer"),
     ],
 )
 def test_malformed_metrics_are_rejected_naming_file_and_key(tmp_path: Path, key: str, value: Any, match: str) -> None:

@@ -64,12 +64,15 @@ def test_prepare_reads_listed_sources(tmp_path: Path) -> None:
     written = write_sample_data(tmp_path / "raw", n=14, seed=2)
     out = _artifact(dsl.Dataset, tmp_path, "dataset")
     prepare.python_func(dataset=out, sources=" , ".join(written["sources"]) + ",",
-                        align_config=json.dumps({"eye_alignment": False}), drop_training_copies=True)
+                        align_config=json.dumps({"eye_alignment": False}), drop_training_copies=True,
+                        near_copies=True)
     assert out.metadata["sources"] == written["sources"]
     manifest = load_dataset(out.path).manifest
-    # Asked to drop training copies: each source counts its own (generated faces repeat none).
-    assert [s["train_copies_dropped"] for s in manifest["sources"]] == [0] * len(manifest["sources"])
-    assert out.metadata["num_train_copies_dropped"] == 0
+    # Asked to drop training copies, near ones too: each source counts its own, the metadata their sum
+    # (generated faces repeat none exactly; drawn from one template, some pass as near copies).
+    assert manifest["prepare"]["near_copies"] is True
+    assert out.metadata["num_train_copies_dropped"] == sum(s["train_copies_dropped"] for s in manifest["sources"])
+    assert out.metadata["num_validation_near_train"] == manifest["split_overlap"]["validation_near_train"] == 0
     assert {s["kind"] for s in manifest["sources"]} >= {"fer2013-csv", "rafdb"}
     assert manifest["alignment"]["config"]["eye_alignment"] is False
     assert all(s["eyes_found"] == 0 for s in manifest["alignment"]["per_source"].values())

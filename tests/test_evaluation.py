@@ -11,6 +11,7 @@ from fer_model.artifact_files import EvaluationMetrics, ModelArtifactConfig, Mod
 from fer_model.errors import ConfigError, DataError
 from fer_model.evaluation import build_metrics
 from fer_model.report import confusion_png_name, write_report
+from fer_model.split_overlap import Copies
 from fer_model.tasks import TASK_NAMES, get_task
 
 # Five samples; -1 = unlabelled. Emotion right on samples 0, 1; wrong on 2 and 4; 3 is unlabelled.
@@ -77,21 +78,23 @@ def test_length_mismatch_is_rejected():
     with pytest.raises(DataError, match="same length"):
         build_metrics(predictions={"emotion": np.array([0, 1])}, labels=LABELS, split="test")
     with pytest.raises(DataError, match="same length"):
-        build_metrics(predictions=PREDICTIONS, labels=LABELS, split="test", training_copy=np.array([True]))
+        build_metrics(predictions=PREDICTIONS, labels=LABELS, split="test",
+                      training_copies=Copies(exact=np.array([True]), near=np.array([False])))
 
 
 def test_scores_without_training_copies_by_hand(tmp_path):
-    # Samples 0 and 4 copy training faces. Left: 1 (emotion right), 2 (wrong), 3 (no emotion label).
-    copy = np.array([True, False, False, False, True])
-    m = build_metrics(predictions=PREDICTIONS, labels=LABELS, split="test", training_copy=copy)
-    assert m.training_copies is not None and m.training_copies.n == 2
+    # Sample 0 copies a training face exactly, 4 nearly. Left: 1 (emotion right), 2 (wrong), 3 (no emotion label).
+    copies = Copies(exact=np.array([True, False, False, False, False]),
+                    near=np.array([False, False, False, False, True]))
+    m = build_metrics(predictions=PREDICTIONS, labels=LABELS, split="test", training_copies=copies)
+    assert m.training_copies is not None and (m.training_copies.n, m.training_copies.n_near) == (1, 1)
     emotion, race = m.training_copies.without["emotion"], m.training_copies.without["race"]
     assert (emotion.n_labelled, emotion.accuracy) == (2, 0.5)
     assert (race.n_labelled, race.accuracy) == (0, None)
     assert m.tasks["emotion"].accuracy == pytest.approx(0.5)  # the full figures are unchanged
     assert EvaluationMetrics.from_dict(m.to_dict()) == m
     text = write_report(m, out_dir=tmp_path).read_text()
-    assert "2 of the 5 scored faces are exact copies of training faces" in text
+    assert "Of the 5 scored faces, 1 is an exact copy of training faces and 1 more is a near copy" in text
     assert "| emotion | 0.500 | 2 |" in text and "| race | n/a | 0 |" in text
     # Not looked for (the train split): no section, and none in the file.
     plain = build_metrics(predictions=PREDICTIONS, labels=LABELS, split="train")
@@ -184,6 +187,7 @@ def test_model_info_recognises_its_training_dataset(evaluated, tiny_model_dir, s
     assert "scored faces are the training dataset's test split: yes" in (out / "report.md").read_text()
     # The synthetic sample repeats no face across splits, and the report says so in one line.
     assert metrics.training_copies is not None and metrics.training_copies.n == 0
+    assert metrics.training_copies.n_near is None  # not looked for: the sample's drawn faces would pass
     assert "No scored face is an exact copy of a training face." in (out / "report.md").read_text()
     # Training recorded every split of that dataset by its faces and labels.
     ds = load_dataset(sample_dataset_dir)
@@ -270,29 +274,46 @@ def test_dataset_matches_is_unknown_when_the_model_records_no_training_data(tiny
     assert "training dataset's test split: unknown" in (tmp_path / "eval" / "report.md").read_text()
 
 
+@pytest.mark.parametrize("near_copies", [False, True])
 def test_evaluate_scores_without_the_test_faces_that_copy_training_faces(tiny_model_dir, sample_dataset_dir,
-                                                                           tmp_path):
+                                                                           tmp_path, near_copies):
     from fer_model.dataset import load_dataset, write_dataset
     from fer_model.evaluation import evaluate, predict_classes
     from fer_model.model_artifact import load_model_artifact
+    from fer_model.split_overlap import FaceIndex
 
     ds = load_dataset(sample_dataset_dir)
     images = np.array(ds.images)
     train, test = ds.indices("train"), ds.indices("test")
     images[test[:3]] = images[train[:3]]  # three test rows now hold training faces
+    images[test[3]] = np.clip(images[train[3]] * 0.8 + 30, 0, 255)  # and one holds a training face re-lit
+    # The dataset says whether near copies were looked for, and evaluate follows it.
     planted = write_dataset(tmp_path / "planted", images=images, labels=ds.labels, split=ds.split,
-                            sources=ds.manifest.get("sources"), alignment=ds.manifest.get("alignment"))
+                            sources=ds.manifest.get("sources"), alignment=ds.manifest.get("alignment"),
+                            extra={"prepare": {"near_copies": True}} if near_copies else None)
     metrics = evaluate(model_dir=tiny_model_dir, dataset_dir=planted, out_dir=tmp_path / "eval", batch_size=7)
-    assert metrics.training_copies is not None and metrics.training_copies.n == 3
+    copies = metrics.training_copies
+    assert copies is not None and copies.n == 3
+    left = np.ones(len(test), dtype=bool)
+    left[:3] = False
+    if near_copies:
+        # The sample's faces are drawn from one template, so some unplanted ones pass as near copies too.
+        near = FaceIndex(images).split_copies(ds.split, of="test", among="train", near=True).near
+        assert near[3] and copies.n_near == int(near.sum())
+        left &= ~near
+        assert f"3 are exact copies of training faces and {copies.n_near} more are near copies" in (
+            tmp_path / "eval" / "report.md").read_text()
+    else:
+        assert copies.n_near is None
+        assert "3 are exact copies of training faces, which" in (tmp_path / "eval" / "report.md").read_text()
     model = load_model_artifact(tiny_model_dir).model
-    rest = test[3:]
+    rest = test[left]
     predicted = predict_classes(model, images, rest, tasks=tuple(metrics.tasks), batch_size=7)
-    for task, score in metrics.training_copies.without.items():
+    for task, score in copies.without.items():
         truth = np.asarray(ds.labels[task])[rest]
         labelled = truth >= 0
         assert score.n_labelled == int(labelled.sum())
         assert score.accuracy == pytest.approx(float((predicted[task][labelled] == truth[labelled]).mean()))
-    assert "3 of the" in (tmp_path / "eval" / "report.md").read_text()
     # Scoring the train split looks for no copies: every face there is its own.
     on_train = evaluate(model_dir=tiny_model_dir, dataset_dir=planted, out_dir=tmp_path / "t", split="train")
     assert on_train.training_copies is None

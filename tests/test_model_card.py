@@ -66,7 +66,7 @@ def test_card_without_metrics_says_what_is_missing(tiny_model_dir):
 def test_card_gives_the_scores_without_training_copies_when_there_are_some(carded_model, tmp_path):
     root, metrics = carded_model
     assert metrics["training_copies"]["n"] == 0  # the synthetic sample repeats no face
-    assert "exact copies of training faces" not in render_model_card(root)
+    assert "copies of training faces" not in render_model_card(root)
     copy = tmp_path / "model"
     shutil.copytree(root, copy)
     changed = json.loads(json.dumps(metrics))
@@ -74,5 +74,10 @@ def test_card_gives_the_scores_without_training_copies_when_there_are_some(carde
                                                       "age": {"n_labelled": 0, "accuracy": None}}}
     (copy / "metrics.json").write_text(json.dumps(changed))
     card = render_model_card(copy)
-    assert f"7 of the {metrics['num_samples']} held-out faces are exact copies of training faces" in card
+    assert f"Of the {metrics['num_samples']} held-out faces, 7 are exact copies of training faces: FER2013" in card
+    # Near copies, when the dataset was prepared looking for them, are named beside the exact ones.
+    changed["training_copies"]["n_near"] = 1
+    (copy / "metrics.json").write_text(json.dumps(changed))
+    assert ("7 are exact copies of training faces and 1 more is a near copy (the same photo re-cropped, "
+            "re-encoded or re-lit): FER2013") in render_model_card(copy)
     assert "Without them: emotion 55.00% (40 faces), age n/a (0 faces)." in card

@@ -283,10 +283,12 @@ def test_prepare_cache_key_includes_the_sources_fingerprint(spec: dict[str, Any]
     assert spec["root"]["inputDefinitions"]["parameters"]["sources_fingerprint"]["parameterType"] == "STRING"
 
 
-def test_prepare_drops_training_copies_when_the_run_says_so(spec: dict[str, Any]) -> None:
+@pytest.mark.parametrize("name", ["drop_training_copies", "near_copies"])
+def test_prepare_drops_training_copies_and_finds_near_ones_when_the_run_says_so(spec: dict[str, Any],
+                                                                                 name: str) -> None:
     prepare_in = _all_tasks(spec)["prepare"]["inputs"]["parameters"]
-    assert prepare_in["drop_training_copies"] == {"componentInputParameter": "drop_training_copies"}
-    param = spec["root"]["inputDefinitions"]["parameters"]["drop_training_copies"]
+    assert prepare_in[name] == {"componentInputParameter": name}
+    param = spec["root"]["inputDefinitions"]["parameters"][name]
     assert (param["parameterType"], param["defaultValue"]) == ("BOOLEAN", False)
 
 
