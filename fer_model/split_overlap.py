@@ -62,12 +62,20 @@ def face_digests(images: Sequence[np.ndarray] | np.ndarray) -> list[bytes]:
 def perceptual_hashes(images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
     """float32 [N, 64] of +-1: each face's 64-bit DCT hash (the face at 32x32, its 8x8 lowest
     frequencies above their median). Two hashes differ in (64 - a @ b) / 2 bits."""
-    bits = np.empty((len(images), 64), dtype=np.float32)
+    low = np.empty((len(images), 64), dtype=np.float32)
     for i, face in enumerate(images):
         small = cv2.resize(np.asarray(face, dtype=np.float32), (32, 32), interpolation=cv2.INTER_AREA)
-        low = cv2.dct(small)[:8, :8].ravel()
-        bits[i] = np.where(low > np.median(low), 1.0, -1.0)
-    return bits
+        low[i] = cv2.dct(small)[:8, :8].ravel()
+    return np.where(low > np.median(low, axis=1, keepdims=True), 1.0, -1.0).astype(np.float32)
+
+
+def hashes_within(queries: np.ndarray, pool: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(query index, pool index) of every pair of +-1 hashes that differ in at most `bits` bits.
+
+    One matrix product counts them all: two +-1 hashes of 64 bits agree in (64 + a @ b) / 2.
+    """
+    bits_apart = (64.0 - queries @ pool.T) / 2.0
+    return np.nonzero(bits_apart <= bits + 0.5)
 
 
 def _details(images: np.ndarray) -> np.ndarray:
@@ -103,6 +111,8 @@ class FaceIndex:
         self._images = images
         self._digests = face_digests(images)
         self._hash_cache: np.ndarray | None = None
+        self._detail_cache: np.ndarray | None = None
+        self._detail_done = np.zeros(len(images), dtype=bool)
 
     @property
     def _hashes(self) -> np.ndarray:
@@ -111,6 +121,18 @@ class FaceIndex:
             self._hash_cache = perceptual_hashes(self._images)
         return self._hash_cache
 
+    def _details_of(self, faces: np.ndarray) -> np.ndarray:
+        """The fine detail of the faces at rows `faces`, each computed once per index: a training face
+        is a candidate for many held-out faces, across chunks and splits."""
+        if self._detail_cache is None:
+            # Rows never asked for are never written, so their pages are never allocated.
+            self._detail_cache = np.empty((len(self._images), int(np.prod(self._images.shape[1:]))), np.float32)
+        todo = faces[~self._detail_done[faces]]
+        if todo.size:
+            self._detail_cache[todo] = _details(self._images[todo])
+            self._detail_done[todo] = True
+        return self._detail_cache
+
     def candidates(self, of: np.ndarray, among: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every pair (row of `of`, row of `among`) whose hashes are within `NEAR_HASH_BITS`, with the
         correlation of the two faces' fine detail: three arrays of equal length."""
@@ -118,15 +140,12 @@ class FaceIndex:
         found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for start in range(0, len(of) if len(among) else 0, _CHUNK):
             rows = of[start:start + _CHUNK]
-            bits_apart = (64.0 - self._hashes[rows] @ self._hashes[among].T) / 2.0
-            query, candidate = np.nonzero(bits_apart <= NEAR_HASH_BITS + 0.5)
+            query, candidate = hashes_within(self._hashes[rows], self._hashes[among], NEAR_HASH_BITS)
             if not query.size:
                 continue
             pairs = rows[query], among[candidate]
-            faces = np.unique(np.concatenate(pairs))
-            detail = dict(zip(faces.tolist(), _details(self._images[faces]), strict=True))
-            found.append((*pairs, np.array([detail[a] @ detail[b] for a, b in zip(*pairs, strict=True)],
-                                            dtype=np.float32)))
+            detail = self._details_of(np.unique(np.concatenate(pairs)))
+            found.append((*pairs, np.einsum("ij,ij->i", detail[pairs[0]], detail[pairs[1]])))
         if not found:
             return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
         return tuple(np.concatenate(column) for column in zip(*found, strict=True))  # type: ignore[return-value]
