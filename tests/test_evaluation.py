@@ -96,6 +96,12 @@ def test_scores_without_training_copies_by_hand(tmp_path):
     text = write_report(m, out_dir=tmp_path).read_text()
     assert "Of the 5 scored faces, 1 is an exact copy of training faces and 1 more is a near copy" in text
     assert "| emotion | 0.500 | 2 |" in text and "| race | n/a | 0 |" in text
+    # Near copies looked for and none found: the one line says which kinds were looked for.
+    none = Copies(exact=np.zeros(5, dtype=bool), near=np.zeros(5, dtype=bool))
+    clean = build_metrics(predictions=PREDICTIONS, labels=LABELS, split="test", training_copies=none)
+    assert (clean.training_copies.n, clean.training_copies.n_near) == (0, 0)
+    assert "No scored face is an exact or near copy of a training face." in write_report(
+        clean, out_dir=tmp_path / "clean").read_text()
     # Not looked for (the train split): no section, and none in the file.
     plain = build_metrics(predictions=PREDICTIONS, labels=LABELS, split="train")
     assert plain.training_copies is None and "training_copies" not in plain.to_dict()
